@@ -81,16 +81,15 @@ def boundary_band(target: torch.Tensor, width: int = 2, ignore_index: int = IGNO
     """
     if width < 1:
         raise ValueError(f"width must be >= 1 pixel, got {width}")
-    t = target if target.dim() == 3 else target[None]
-    if t.dim() != 3:
+    if target.dim() not in (2, 3):
         raise ValueError(f"target must be [H, W] or [N, H, W], got shape {tuple(target.shape)}")
-    t = t.float()[:, None]
-    # a pixel is an edge pixel if any 3x3 neighbour has another label
-    mx = F.max_pool2d(t, 3, 1, 1)
-    mn = -F.max_pool2d(-t, 3, 1, 1)
-    edge = (mx != mn).float()
-    band = F.max_pool2d(edge, 2 * width - 1, 1, width - 1) > 0 if width > 1 else edge > 0
-    band = band[:, 0] & (target.reshape(band.shape[0], *band.shape[1:]) != ignore_index)
+    t = target if target.dim() == 3 else target[None]                      # [N, H, W]
+    tf = t.float()[:, None]                                                 # [N, 1, H, W]
+    # an edge pixel has a 3x3 neighbour with another label
+    edge = F.max_pool2d(tf, 3, 1, 1) != -F.max_pool2d(-tf, 3, 1, 1)
+    if width > 1:  # grow the edge by width - 1 pixels
+        edge = F.max_pool2d(edge.float(), 2 * width - 1, 1, width - 1) > 0
+    band = edge[:, 0] & (t != ignore_index)
     return band if target.dim() == 3 else band[0]
 
 

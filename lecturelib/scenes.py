@@ -343,3 +343,18 @@ def collate_instances(batch):
     """For DataLoaders of ``mode='instance'``: a list of images and a list of targets."""
     images, targets = zip(*batch)
     return list(images), list(targets)
+
+
+def touching_same_class(scene: Scene) -> list[tuple[int, int]]:
+    """Pairs (a, b) of instance indices of the same class whose masks touch (4-neighbourhood).
+
+    The semantic mask shows such a pair as one region; only the instance mask keeps them apart.
+    """
+    masks = scene.masks
+    pairs = []
+    for a in range(len(masks)):
+        grown = ndimage.binary_dilation(masks[a])  # cross-shaped structuring element: 4-neighbours
+        for b in range(a + 1, len(masks)):
+            if scene.labels[a] == scene.labels[b] and (grown & masks[b]).any():
+                pairs.append((a, b))
+    return pairs

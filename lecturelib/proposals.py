@@ -1,0 +1,225 @@
+"""Bottom-up segment proposals: hierarchical grouping of superpixels, selective-search style.
+
+SDS (Hariharan et al., ECCV 2014) scores *region* proposals made without any learning.
+We make them as selective search does (Uijlings et al., IJCV 2013):
+
+1. over-segment the image into superpixels (Felzenszwalb & Huttenlocher, IJCV 2004);
+2. repeatedly merge the two most similar *neighbouring* regions, with similarity
+   = colour-histogram intersection + small-regions-first + fill (how well the two fill
+   their joint bounding box);
+3. every region that ever exists (the superpixels and every merge) is a proposal;
+4. diversify: repeat with several superpixel scales and colour spaces, drop duplicates.
+
+Proposal recall at IoU t: the share of ground-truth instances that some proposal covers
+with mask IoU >= t. It caps what any scorer can reach.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from skimage.color import rgb2hsv
+from skimage.segmentation import felzenszwalb
+
+from .mask_ap import mask_iou
+
+
+@dataclass(frozen=True)
+class ProposalConfig:
+    """Diversification strategies and sizes; pixel sizes are for the image given.
+
+    scales: Felzenszwalb ``scale`` values (larger = bigger superpixels), one grouping per scale and colour space.
+    sigma: Gaussian smoothing before the over-segmentation.
+    min_size: smallest superpixel as a fraction of the image area.
+    color_spaces: 'rgb' and/or 'hsv' (colour histograms are taken in this space).
+    bins: histogram bins per channel.
+    min_area: proposals smaller than this fraction of the image area are dropped.
+    """
+
+    scales: tuple = (40.0, 120.0)
+    sigma: float = 0.5
+    min_size: float = 0.003
+    color_spaces: tuple = ("rgb", "hsv")
+    bins: int = 16
+    min_area: float = 0.004
+
+    def __post_init__(self):
+        if not self.scales or any(s <= 0 for s in self.scales):
+            raise ValueError(f"ProposalConfig.scales must be positive numbers, got {self.scales!r}")
+        bad = set(self.color_spaces) - {"rgb", "hsv"}
+        if bad or not self.color_spaces:
+            raise ValueError(f"ProposalConfig.color_spaces must be a non-empty subset of ('rgb', 'hsv'), got "
+                             f"{self.color_spaces!r}")
+        if self.bins < 2:
+            raise ValueError(f"ProposalConfig.bins must be >= 2, got {self.bins}")
+
+
+def _image_array(image) -> np.ndarray:
+    """uint8[H, W, 3] or float[3, H, W] tensor in [0, 1] -> float64[H, W, 3] in [0, 1]."""
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu()
+        if image.dim() == 3 and image.shape[0] == 3:
+            image = image.permute(1, 2, 0)
+        image = image.numpy()
+    img = np.asarray(image)
+    if img.ndim != 3 or img.shape[-1] != 3:
+        raise ValueError(f"image must be [H, W, 3] (uint8) or a tensor [3, H, W] in [0, 1], got shape {img.shape}")
+    return img.astype(np.float64) / 255.0 if img.dtype == np.uint8 else img.astype(np.float64)
+
+
+def superpixels(image, scale: float = 40.0, sigma: float = 0.5, min_size: int = 12) -> np.ndarray:
+    """Felzenszwalb over-segmentation: int64[H, W] labels 0..R-1."""
+    img = _image_array(image)
+    return felzenszwalb(img, scale=scale, sigma=sigma, min_size=int(min_size)).astype(np.int64)
+
+
+def neighbours(labels: np.ndarray) -> set[tuple[int, int]]:
+    """Pairs (i, j), i < j, of regions that touch horizontally or vertically in ``labels`` [H, W]."""
+    pairs = set()
+    for a, b in ((labels[:, :-1], labels[:, 1:]), (labels[:-1, :], labels[1:, :])):
+        diff = a != b
+        lo, hi = np.minimum(a[diff], b[diff]), np.maximum(a[diff], b[diff])
+        pairs.update(zip(lo.tolist(), hi.tolist()))
+    return pairs
+
+
+def colour_histograms(features: np.ndarray, labels: np.ndarray, n_regions: int, bins: int) -> np.ndarray:
+    """float64[R, 3 * bins]: per-region histograms of each channel of ``features`` [H, W, 3] in [0, 1], L1-normalised."""
+    q = np.clip((features * bins).astype(np.int64), 0, bins - 1)            # (H, W, 3)
+    hists = []
+    for ch in range(3):
+        h = np.bincount(labels.ravel() * bins + q[..., ch].ravel(), minlength=n_regions * bins)
+        hists.append(h.reshape(n_regions, bins))
+    h = np.concatenate(hists, axis=1).astype(np.float64)
+    return h / np.maximum(h.sum(1, keepdims=True), 1)
+
+
+def hierarchical_grouping(labels: np.ndarray, hist: np.ndarray) -> list[list[int]]:
+    """Greedy grouping of superpixels; returns every region as a list of superpixel ids.
+
+    Args:
+        labels (int[H, W]): superpixel label map, ids 0..R-1.
+        hist (float[R, K]): L1-normalised colour histogram of each superpixel.
+    Returns:
+        the R superpixels, then one region per merge (R - 1 of them for a connected image),
+        in merge order (most similar pair first).
+    """
+    H, W = labels.shape
+    n = int(labels.max()) + 1
+    area_im = float(H * W)
+    ys, xs = np.mgrid[0:H, 0:W]
+    size = np.bincount(labels.ravel(), minlength=n).astype(np.float64)
+    box = np.stack([np.full(n, W), np.full(n, H), np.zeros(n), np.zeros(n)], 1).astype(np.float64)
+    np.minimum.at(box[:, 0], labels.ravel(), xs.ravel())
+    np.minimum.at(box[:, 1], labels.ravel(), ys.ravel())
+    np.maximum.at(box[:, 2], labels.ravel(), xs.ravel() + 1)
+    np.maximum.at(box[:, 3], labels.ravel(), ys.ravel() + 1)
+    regions = {i: {"size": size[i], "hist": hist[i], "box": box[i], "members": [i]} for i in range(n)}
+    out = [[i] for i in range(n)]
+
+    def similarity(a: dict, b: dict) -> float:
+        colour = np.minimum(a["hist"], b["hist"]).sum() / 3.0                  # in [0, 1]
+        small = 1.0 - (a["size"] + b["size"]) / area_im
+        x0, y0 = min(a["box"][0], b["box"][0]), min(a["box"][1], b["box"][1])
+        x1, y1 = max(a["box"][2], b["box"][2]), max(a["box"][3], b["box"][3])
+        fill = 1.0 - ((x1 - x0) * (y1 - y0) - a["size"] - b["size"]) / area_im
+        return colour + small + fill
+
+    adj = {i: set() for i in range(n)}
+    for i, j in neighbours(labels):
+        adj[i].add(j)
+        adj[j].add(i)
+    sims = {(i, j): similarity(regions[i], regions[j]) for i in adj for j in adj[i] if i < j}
+    next_id = n
+    while sims:
+        (i, j) = max(sims, key=sims.get)
+        a, b = regions.pop(i), regions.pop(j)
+        s = a["size"] + b["size"]
+        merged = {"size": s, "hist": (a["size"] * a["hist"] + b["size"] * b["hist"]) / s,
+                  "box": np.concatenate([np.minimum(a["box"][:2], b["box"][:2]), np.maximum(a["box"][2:], b["box"][2:])]),
+                  "members": a["members"] + b["members"]}
+        k = next_id
+        next_id += 1
+        regions[k] = merged
+        out.append(merged["members"])
+        near = (adj.pop(i) | adj.pop(j)) - {i, j}
+        adj[k] = near
+        for m in near:
+            adj[m] -= {i, j}
+            adj[m].add(k)
+        sims = {p: v for p, v in sims.items() if i not in p and j not in p}
+        for m in near:
+            sims[(m, k)] = similarity(regions[m], merged)
+    return out
+
+
+def selective_search(image, config: ProposalConfig = ProposalConfig()) -> torch.Tensor:
+    """Segment proposals of one image: bool[P, H, W], duplicates and tiny regions removed.
+
+    ``image``: uint8[H, W, 3] or float tensor [3, H, W] in [0, 1].
+    """
+    img = _image_array(image)
+    H, W = img.shape[:2]
+    spaces = {"rgb": img, "hsv": rgb2hsv(img) if "hsv" in config.color_spaces else None}
+    seen, masks = set(), []
+    min_area = config.min_area * H * W
+    for scale in config.scales:
+        labels = superpixels(img, scale, config.sigma, max(1, round(config.min_size * H * W)))
+        n = int(labels.max()) + 1
+        onehot = np.zeros((n, H * W), np.float32)                          # (R, HW)
+        onehot[labels.ravel(), np.arange(H * W)] = 1
+        for space in config.color_spaces:
+            hist = colour_histograms(spaces[space], labels, n, config.bins)
+            groups = [g for g in hierarchical_grouping(labels, hist) if (scale, frozenset(g)) not in seen]
+            seen.update((scale, frozenset(g)) for g in groups)
+            member = np.zeros((len(groups), n), np.float32)                # (P, R)
+            for k, g in enumerate(groups):
+                member[k, g] = 1
+            region = (member @ onehot).reshape(-1, H, W) > 0               # (P, H, W)
+            masks.extend(region[region.sum((1, 2)) >= min_area])
+    keys, unique = set(), []
+    for m in masks:                                                         # drop identical masks
+        key = np.packbits(m).tobytes()
+        if key not in keys:
+            keys.add(key)
+            unique.append(m)
+    if not unique:
+        return torch.zeros(0, H, W, dtype=torch.bool)
+    return torch.from_numpy(np.stack(unique))
+
+
+def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
+    """bool[P, H, W] -> float32[P, 4] pixel-edge boxes (x0, y0, x1, y1); an empty mask gives a zero box."""
+    if masks.dim() != 3:
+        raise ValueError(f"masks must be [P, H, W], got shape {tuple(masks.shape)}")
+    P, H, W = masks.shape
+    boxes = torch.zeros(P, 4)
+    if P == 0:
+        return boxes
+    rows, cols = masks.any(2), masks.any(1)                                  # (P, H), (P, W)
+    ar_h, ar_w = torch.arange(H), torch.arange(W)
+    nonempty = rows.any(1)
+    boxes[:, 0] = torch.where(cols, ar_w, W).min(1).values
+    boxes[:, 1] = torch.where(rows, ar_h, H).min(1).values
+    boxes[:, 2] = torch.where(cols, ar_w + 1, 0).max(1).values
+    boxes[:, 3] = torch.where(rows, ar_h + 1, 0).max(1).values
+    boxes[~nonempty] = 0
+    return boxes
+
+
+def best_overlap(proposals: torch.Tensor, gt_masks: torch.Tensor) -> torch.Tensor:
+    """float64[G]: for each ground-truth mask, the highest IoU of any proposal (0 if there are none)."""
+    if len(gt_masks) == 0:
+        return torch.zeros(0, dtype=torch.float64)
+    if len(proposals) == 0:
+        return torch.zeros(len(gt_masks), dtype=torch.float64)
+    return mask_iou(proposals, gt_masks).max(0).values
+
+
+def proposal_recall(best: torch.Tensor, thresholds=(0.5, 0.7)) -> dict:
+    """Share of ground-truth instances whose best proposal reaches each IoU threshold ({t: recall})."""
+    best = torch.as_tensor(best, dtype=torch.float64)
+    if best.numel() == 0:
+        return {t: float("nan") for t in thresholds}
+    return {t: float((best >= t).double().mean()) for t in thresholds}
