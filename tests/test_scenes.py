@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from lecturelib.scenes import (
-    BACKGROUND_NAMES, NUM_CLASSES, CourseScenes, SceneConfig, background_region, course_scene, load_items,
+    BACKGROUND_NAMES,
+    NUM_CLASSES,
+    CourseScenes,
+    SceneConfig,
+    background_region,
+    course_scene,
+    load_items,
 )
 
 
@@ -22,7 +28,8 @@ CODE = ("import hashlib, numpy as np\nfrom lecturelib.scenes import course_scene
         "h = hashlib.sha256()\n"
         "for i in range(5):\n"
         "    s = course_scene('{split}', i, {seed}, SceneConfig(size={size}))\n"
-        "    [h.update(np.ascontiguousarray(a).tobytes()) for a in (s.image, s.semantic, s.instances, s.labels, s.boxes)]\n"
+        "    for a in (s.image, s.semantic, s.instances, s.labels, s.boxes):\n"
+        "        h.update(np.ascontiguousarray(a).tobytes())\n"
         "print(h.hexdigest())\n")
 
 
