@@ -9,9 +9,9 @@ as convolutions), three fusion heads:
 
 FCN's recipe, as in the paper: the upsampling layers are transposed convolutions
 initialised to bilinear interpolation (the 2x ones learned, the final one fixed),
-every score layer starts at zero (so at initialisation FCN-16s and FCN-8s compute
-exactly what FCN-32s computes with the same backbone), and coarse maps are cropped
-to the size of the finer map they are added to.
+every score layer starts at zero (so a skip adds nothing until it has learned
+something: FCN-16s initialised from a trained FCN-32s starts from its predictions),
+and coarse maps are cropped to the size of the finer map they are added to.
 
 Crop and offset: Caffe's FCN pads conv1 by 100 pixels and crops every upsampled map
 at a layer-specific offset. Here the convolutions are "same"-padded and the pools use
@@ -64,12 +64,27 @@ class Upsample(nn.Module):
     forward(x (Tensor[N, C, h, w])) -> Tensor[N, C, f*h, f*w]: x is padded by one cell (replicate),
     upsampled, and cropped at offset f, so at initialisation the result equals
     ``F.interpolate(x, scale_factor=f, mode="bilinear", align_corners=False)`` everywhere.
+
+    A learnable upsampler mixes channels (a full C x C kernel, bilinear on the diagonal, as in FCN).
+    A fixed one stays bilinear for good, so its off-diagonal kernels stay zero: it is built as a
+    grouped (per-channel) transposed convolution, the same function with C times fewer multiplications.
     """
 
     def __init__(self, channels: int, factor: int, learnable: bool = True):
         super().__init__()
+        if not isinstance(factor, int) or factor < 1:
+            raise ValueError(f"factor must be a positive int, got {factor!r}")
         self.factor = factor
-        self.up = bilinear_upsampler(channels, factor, learnable=learnable)
+        if learnable:
+            self.up = bilinear_upsampler(channels, factor, learnable=True)
+        else:
+            full = bilinear_upsampler(1, factor, learnable=False)
+            self.up = nn.ConvTranspose2d(channels, channels, full.kernel_size, stride=full.stride,
+                                         padding=full.padding, output_padding=full.output_padding,
+                                         groups=channels, bias=False)
+            with torch.no_grad():
+                self.up.weight.copy_(full.weight.expand(channels, 1, *full.kernel_size))
+            self.up.weight.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.factor
@@ -108,7 +123,7 @@ class VGGConfig:
 
     width: int = 16
     in_channels: int = 3
-    convs: tuple[int, ...] = (1, 1, 2, 2, 2)
+    convs: tuple[int, ...] = (1, 1, 1, 1, 1)
     mult: tuple[int, ...] = (1, 2, 4, 8, 8)
     fc_mult: int = 16
     dropout: float = 0.0
@@ -125,8 +140,10 @@ class VGGConfig:
         return self.width * self.mult[block]
 
 
-def conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+def conv_bn_relu(cin: int, cout: int, k: int = 3) -> nn.Sequential:
+    """k x k convolution ("same" padding), batch norm, ReLU: Tensor[N, cin, H, W] -> Tensor[N, cout, H, W]."""
+    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout),
+                         nn.ReLU(inplace=True))
 
 
 def vgg_block(cin: int, cout: int, n: int) -> nn.Sequential:
@@ -140,8 +157,9 @@ class VGGBackbone(nn.Module):
     Pools use ``ceil_mode=True``: a stride-s map has ceil(H / s) x ceil(W / s) cells.
     """
 
-    def __init__(self, config: VGGConfig = VGGConfig()):
+    def __init__(self, config: VGGConfig | None = None):
         super().__init__()
+        config = config or VGGConfig()
         self.config = config
         blocks, cin = [], config.in_channels
         for b in range(5):
@@ -150,8 +168,8 @@ class VGGBackbone(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.pool = nn.MaxPool2d(2, 2, ceil_mode=True)
         fc = config.width * config.fc_mult
-        self.fc6 = nn.Sequential(nn.Conv2d(cin, fc, 3, padding=1), nn.ReLU(inplace=True), nn.Dropout2d(config.dropout))
-        self.fc7 = nn.Sequential(nn.Conv2d(fc, fc, 1), nn.ReLU(inplace=True), nn.Dropout2d(config.dropout))
+        self.fc6 = nn.Sequential(conv_bn_relu(cin, fc, 3), nn.Dropout2d(config.dropout))
+        self.fc7 = nn.Sequential(conv_bn_relu(fc, fc, 1), nn.Dropout2d(config.dropout))
         self.out_channels = {"pool3": config.channels(2), "pool4": config.channels(3), "fc7": fc}
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -246,14 +264,40 @@ def fcn8s(num_classes: int = 11, width: int = 16, in_channels: int = 3, config: 
 def transfer_weights(source: FCN, target: FCN) -> FCN:
     """Staged training (FCN's recipe): copy every parameter ``target`` shares with ``source`` (same name, shape).
 
-    E.g. FCN-16s initialised from a trained FCN-32s: backbone and score_fr are copied, the new
-    score_pool4 stays zero, so the copy starts out computing exactly what ``source`` computes.
+    E.g. FCN-16s initialised from a trained FCN-32s: backbone and score_fr are copied and the new
+    score_pool4 stays zero, so the fused stride-16 scores are the 2x-upsampled FCN-32s scores and the
+    copy starts out predicting what ``source`` predicts (up to x2-then-x16 versus x32 interpolation).
     """
     src = source.state_dict()
     dst = target.state_dict()
     shared = {k: v for k, v in src.items() if k in dst and dst[k].shape == v.shape and "up_final" not in k}
-    if not any(k.startswith("backbone.") for k in shared):
-        raise ValueError("transfer_weights: the two models share no backbone parameters; build both with the "
-                         "same width and config")
+    missing = [k for k in dst if k.startswith("backbone.") and k not in shared]
+    if missing:
+        raise ValueError(f"transfer_weights: the two models share no backbone parameters ({missing[0]} differs); "
+                         "build both with the same width and config")
     target.load_state_dict(shared, strict=False)
     return target
+
+
+# ----------------------------------------------------------------------------- what a stride can represent
+@torch.no_grad()
+def stride_oracle(masks: torch.Tensor, stride: int, num_classes: int) -> torch.Tensor:
+    """The best an output stride allows: labels -> class shares per stride x stride cell -> FCN's bilinear upsampling.
+
+    masks (int64 Tensor[N, H, W]): ground-truth label maps (0 .. num_classes - 1).
+    Returns int64 Tensor[N, H, W]: the argmax of the cell-wise class frequencies, upsampled with the same fixed
+    bilinear :class:`Upsample` the FCN heads use. A network whose scores live on a stride-``stride`` grid can
+    hardly do better than this, however well it is trained.
+    """
+    if masks.dim() != 3 or masks.is_floating_point():
+        raise ValueError(f"stride_oracle: masks must be int64 label maps [N, H, W], got {masks.dtype} "
+                         f"{tuple(masks.shape)}")
+    if not isinstance(stride, int) or stride < 1:
+        raise ValueError(f"stride must be a positive int, got {stride!r}")
+    if int(masks.min()) < 0 or int(masks.max()) >= num_classes:
+        raise ValueError(f"stride_oracle: labels must lie in 0..{num_classes - 1} (no ignore pixels), "
+                         f"got {int(masks.min())}..{int(masks.max())}")
+    onehot = F.one_hot(masks, num_classes).permute(0, 3, 1, 2).float()            # (N, K, H, W)
+    shares = F.avg_pool2d(onehot, stride, stride, ceil_mode=True)                  # (N, K, H/s, W/s)
+    up = Upsample(num_classes, stride, learnable=False)(shares)                    # (N, K, ~H, ~W)
+    return crop_to(up, masks.shape[-2:]).argmax(1)                                 # (N, H, W)

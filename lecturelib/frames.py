@@ -15,7 +15,9 @@ Everything here is single-channel and square, in float64 NumPy.
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -272,43 +274,34 @@ def n_steps(settings: Settings, view: str) -> int:
 
 
 # ----------------------------------------------------------------------------- rendering
-MAX_NUMBERED = 18   # grids with more rows or columns are drawn without numbers
+# Frames are drawn with PIL (cells, numbers, outlines) because a frame may hold several hundred numbers:
+# a raster with PIL's text takes milliseconds where one matplotlib text artist per number takes ~100x longer.
+MAX_PIXELS = 2400          # the largest picture side a frame may need
+MIN_NUMBER_CELL = 16       # cells smaller than this (pixels) are drawn without their numbers
+_RED, _BLUE, _GRID = (214, 39, 40), (31, 119, 180), (160, 160, 160)
+
+
+@dataclass
+class _Panel:
+    rgb: np.ndarray                         # float[R, C, 3] in [0, 1]
+    numbers: np.ndarray | None              # float[R, C] (NaN: no number) or None
+    title: str
+    outline: np.ndarray | None = None       # bool[R, C]: cells framed in red
+    box: tuple | None = None                # (row, col, height, width): a dashed blue rectangle
+
+
+@lru_cache(maxsize=32)
+def _font(size: int):
+    import matplotlib
+    from PIL import ImageFont
+
+    return ImageFont.truetype(os.path.join(matplotlib.get_data_path(), "fonts", "ttf", "DejaVuSans.ttf"), size)
 
 
 def _fmt(v: float) -> str:
     if np.isnan(v):
         return ""
     return f"{v:.0f}" if float(v).is_integer() else f"{v:.1f}"
-
-
-def _grid(ax, values: np.ndarray, rgb: np.ndarray, title: str, numbers: np.ndarray | None = None,
-          outline=None, box=None, fontsize: float | None = None) -> None:
-    """Draw a grid of cells with colours ``rgb`` (float[R, C, 3]), numbers, outlined cells and a dashed box."""
-    import matplotlib.patches as mpatches
-
-    R, C = values.shape
-    ax.imshow(rgb, interpolation="nearest", extent=(-0.5, C - 0.5, R - 0.5, -0.5))
-    ax.set_xticks(np.arange(-0.5, C, 1), minor=True)
-    ax.set_yticks(np.arange(-0.5, R, 1), minor=True)
-    ax.grid(which="minor", color="#999999", linewidth=0.5)
-    ax.tick_params(which="both", length=0, labelbottom=False, labelleft=False)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.set_title(title, fontsize=9)
-    if numbers is not None and max(R, C) <= MAX_NUMBERED:
-        fs = fontsize or max(5.0, 11 - 0.35 * max(R, C))
-        for r in range(R):
-            for c in range(C):
-                txt = numbers[r, c] if isinstance(numbers[r, c], str) else _fmt(numbers[r, c])
-                if txt:
-                    ax.text(c, r, txt, ha="center", va="center", fontsize=fs)
-    if outline is not None:
-        for r, c in zip(*np.nonzero(outline)):
-            ax.add_patch(mpatches.Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor="#d62728", linewidth=2))
-    if box is not None:
-        r0, c0, h, w = box
-        ax.add_patch(mpatches.Rectangle((c0 - 0.5, r0 - 0.5), w, h, fill=False, edgecolor="#1f77b4", linewidth=2,
-                                        linestyle="--"))
 
 
 def _shade(values: np.ndarray, vmax: float | None = None, color=(0.30, 0.55, 0.90)) -> np.ndarray:
@@ -319,92 +312,162 @@ def _shade(values: np.ndarray, vmax: float | None = None, color=(0.30, 0.55, 0.9
     return 1 - t * (1 - np.asarray(color))
 
 
-def _figure(widths: list[int], height: int):
-    from matplotlib.figure import Figure
+def _dashed_rect(draw, x0: int, y0: int, x1: int, y1: int, color, width: int = 2, dash: int = 6) -> None:
+    for a, b in ((x0, x1),):
+        for x in range(a, b, 2 * dash):
+            draw.line([(x, y0), (min(x + dash, b), y0)], fill=color, width=width)
+            draw.line([(x, y1), (min(x + dash, b), y1)], fill=color, width=width)
+    for y in range(y0, y1, 2 * dash):
+        draw.line([(x0, y), (x0, min(y + dash, y1))], fill=color, width=width)
+        draw.line([(x1, y), (x1, min(y + dash, y1))], fill=color, width=width)
 
-    widths = [max(w, 2) for w in widths]
-    unit = min(0.42, 9.5 / sum(widths), 4.2 / max(height, 2))
-    fig = Figure(figsize=(max(unit * sum(widths) + 0.4 * len(widths), 6.0), max(unit * height, 1.6) + 1.0))
-    axes = fig.subplots(1, len(widths), gridspec_kw={"width_ratios": widths})
-    return fig, list(axes)
+
+def _draw_panels(panels: list[_Panel], caption: str, width: int = 900) -> np.ndarray:
+    """Lay out ``panels`` side by side under ``caption``; returns uint8[H, W, 3]."""
+    from PIL import Image, ImageDraw
+
+    title_font, caption_font = _font(13), _font(14)
+    cols = sum(p.rgb.shape[1] for p in panels)
+    rows = max(p.rgb.shape[0] for p in panels)
+    gap = 24
+    cell = int(np.clip((width - gap * (len(panels) + 1)) // max(cols, 1), 4, 40))
+    cell = min(cell, max(4, (MAX_PIXELS - 120) // rows))
+    if rows * cell > MAX_PIXELS - 120:
+        raise ValueError(f"this frame has {rows} rows of cells: too many to draw; make the sizes smaller")
+    title_lines = max(p.title.count("\n") + 1 for p in panels)
+    top = 30 + 17 * title_lines + 6
+    slots = [max(p.rgb.shape[1] * cell, int(max(title_font.getlength(t) for t in p.title.split("\n"))) + 4)
+             for p in panels]
+    W = max(gap + sum(s + gap for s in slots), int(caption_font.getlength(caption)) + 2 * gap)
+    H = top + rows * cell + 12
+    img = Image.new("RGB", (W, H), (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    draw.text((gap, 8), caption, fill=(0, 0, 0), font=caption_font)
+    x = gap
+    for p, slot in zip(panels, slots):
+        R, C = p.rgb.shape[:2]
+        x0 = x + (slot - C * cell) // 2
+        draw.multiline_text((x + slot // 2, 32), p.title, fill=(0, 0, 0), font=title_font, anchor="ma",
+                            align="center", spacing=4)
+        y0 = top
+        colours = np.round(np.clip(p.rgb, 0, 1) * 255).astype(np.uint8)
+        block = np.repeat(np.repeat(colours, cell, axis=0), cell, axis=1)
+        img.paste(Image.fromarray(block), (x0, y0))
+        for r in range(R + 1):
+            draw.line([(x0, y0 + r * cell), (x0 + C * cell, y0 + r * cell)], fill=_GRID, width=1)
+        for c in range(C + 1):
+            draw.line([(x0 + c * cell, y0), (x0 + c * cell, y0 + R * cell)], fill=_GRID, width=1)
+        if p.numbers is not None and cell >= MIN_NUMBER_CELL:
+            for r in range(R):
+                for c in range(C):
+                    txt = _fmt(p.numbers[r, c])
+                    if not txt:
+                        continue
+                    size = int(cell * 0.45)
+                    while size > 7 and _font(size).getlength(txt) > cell - 3:
+                        size -= 1
+                    draw.text((x0 + c * cell + cell / 2, y0 + r * cell + cell / 2), txt, fill=(0, 0, 0),
+                              font=_font(size), anchor="mm")
+        if p.outline is not None:
+            for r, c in zip(*np.nonzero(p.outline)):
+                draw.rectangle([x0 + c * cell, y0 + r * cell, x0 + (c + 1) * cell, y0 + (r + 1) * cell],
+                               outline=_RED, width=2 if cell >= 8 else 1)
+        if p.box is not None:
+            br, bc, bh, bw = p.box
+            _dashed_rect(draw, x0 + bc * cell, y0 + br * cell, x0 + (bc + bw) * cell, y0 + (br + bh) * cell, _BLUE)
+        x += slot + gap
+    return np.asarray(img)
 
 
-def _render_scatter(f: ScatterFrame):
+def _scatter_panels(f: ScatterFrame):
     st = f.settings
-    n, k, F = st.in_size, st.kernel_size, st.full_size
-    fig, (a0, a1, a2, a3) = _figure([n, k, F, F], max(n, k, F))
+    F = st.full_size
     i, j = f.pixel
-    here = np.zeros((n, n), bool)
+    here = np.zeros(f.x.shape, bool)
     here[i, j] = True
-    _grid(a0, f.x, _shade(f.x), f"input x  (step {f.step + 1}/{f.n_steps}: x[{i},{j}])", f.x, outline=here)
-    _grid(a1, f.values, _shade(f.values), f"x[{i},{j}] \u00b7 kernel = {_fmt(f.x[i, j])} \u00b7 w", f.values)
     box = (st.padding, st.padding, st.out_size, st.out_size)
     numbers = np.where(f.counts > 0, f.running, np.nan)
-    _grid(a2, f.running, _shade(f.running), f"running sums, full {F}\u00d7{F}\n(dashed: output {st.out_size}"
-          f"\u00d7{st.out_size} after padding={st.padding} crops)", numbers, outline=f.written, box=box)
-    _grid(a3, f.counts, _shade(f.counts, vmax=max(int(f.total_counts.max()), 1), color=(0.95, 0.55, 0.15)),
-          f"writes per cell so far\n(total: {int(f.total_counts.min())}..{int(f.total_counts.max())})",
-          f.counts.astype(np.float64), outline=f.written, box=box)
-    return fig
+    panels = [
+        _Panel(_shade(f.x), f.x, "input x", here),
+        _Panel(_shade(f.values), f.values, f"x[{i},{j}] \u00b7 w"),
+        _Panel(_shade(f.running), numbers, f"running sums\n(full {F}\u00d7{F})", f.written, box),
+        _Panel(_shade(f.counts, vmax=max(int(f.total_counts.max()), 1), color=(0.95, 0.55, 0.15)),
+               f.counts.astype(np.float64), "writes per cell\nso far", f.written, box),
+    ]
+    caption = (f"scatter, step {f.step + 1}/{f.n_steps}: x[{i},{j}] = {_fmt(f.x[i, j])} scales the kernel, added at "
+               f"rows {f.rows[0, 0]}..{f.rows[-1, 0]}, columns {f.cols[0, 0]}..{f.cols[0, -1]}. "
+               f"Dashed: the {st.out_size}\u00d7{st.out_size} output left after padding={st.padding} crops.")
+    return panels, caption
 
 
-def _render_gather(f: GatherFrame):
+def _gather_panels(f: GatherFrame):
     st = f.settings
-    P, k, out = f.padded.shape[0], st.kernel_size, st.out_size
-    fig, (a0, a1, a2) = _figure([P, k, out], max(P, k, out))
+    k, out = st.kernel_size, st.out_size
     colors = np.array([[0.88, 0.88, 0.88], [1.0, 1.0, 1.0], [0.72, 0.84, 1.0]])  # padding, inserted zero, input
-    window = np.zeros((P, P), bool)
+    window = np.zeros(f.padded.shape, bool)
     window[f.rows, f.cols] = True
     q = st.gather_pad
-    pad_txt = (f"padded by d(k\u22121)\u2212p = {st.dilation}\u00b7{k - 1}\u2212{st.padding} = {q}" if q >= 0 else
-               f"d(k\u22121)\u2212p = {q} < 0: cropped by {-q}")
-    _grid(a0, f.padded, colors[f.kind], f"zero-inserted input (stride {st.stride})\n{pad_txt}", f.padded,
-          outline=window)
-    _grid(a1, f.flipped, _shade(f.flipped), "flipped kernel", f.flipped)
+    pad_txt = (f"padded by d(k\u22121)\u2212p = {q}" if q >= 0 else f"d(k\u22121)\u2212p = {q}: cropped by {-q}")
     oi, oj = f.cell
     here = np.zeros((out, out), bool)
     here[oi, oj] = True
-    _grid(a2, np.nan_to_num(f.output), _shade(f.output), f"output (step {f.step + 1}/{f.n_steps})\n"
-          f"y[{oi},{oj}] = window \u00b7 flipped = {_fmt(f.value)}", f.output, outline=here)
-    return fig
+    panels = [
+        _Panel(colors[f.kind], f.padded, f"zero-inserted input\n{pad_txt}", window),
+        _Panel(_shade(f.flipped), f.flipped, "flipped\nkernel"),
+        _Panel(_shade(f.output), f.output, f"output\n{out}\u00d7{out}", here),
+    ]
+    caption = (f"gather, step {f.step + 1}/{f.n_steps}: y[{oi},{oj}] = sum(window \u00b7 flipped kernel) = "
+               f"{_fmt(f.value)}  (grey: padding, white: inserted zeros, blue: input; k={k}, s={st.stride})")
+    return panels, caption
 
 
-def _render_matrix(f: MatrixFrame):
+def _matrix_panels(f: MatrixFrame):
     st = f.settings
     rows, cols = f.matrix_t.shape
     out = st.out_size
-    fig, (a0, a1, a2) = _figure([cols, 1, out], max(rows, out))
     col = np.zeros_like(f.matrix_t, dtype=bool)
-    col[:, f.step] = True
-    col &= f.matrix_t != 0
-    _grid(a0, f.matrix_t, _shade(f.matrix_t), f"C\u1d40  ({rows}\u00d7{cols}); column {f.step} = where x{f.step} writes",
-          np.where(f.matrix_t != 0, f.matrix_t, np.nan), outline=col)
+    col[:, f.step] = f.matrix_t[:, f.step] != 0
     xv = f.x_vec[:, None]
     here = np.zeros_like(xv, dtype=bool)
     here[f.step, 0] = True
-    _grid(a1, xv, _shade(xv), "x", xv, outline=here)
     y = f.partial.reshape(out, out)
-    _grid(a2, y, _shade(y), f"y = C\u1d40x, columns 0..{f.step}\n(reshaped to {out}\u00d7{out})", y)
-    return fig
+    panels = [
+        _Panel(_shade(f.matrix_t), np.where(f.matrix_t != 0, f.matrix_t, np.nan), f"C\u1d40  ({rows}\u00d7{cols})",
+               col),
+        _Panel(_shade(xv), xv, "x", here),
+        _Panel(_shade(y), y, f"y = C\u1d40x\n({out}\u00d7{out})"),
+    ]
+    caption = (f"matrix, step {f.step + 1}/{f.n_steps}: y += x{f.step} \u00b7 column {f.step} of C\u1d40 "
+               f"(C: the stride-{st.stride} convolution {out}\u00d7{out} \u2192 {st.in_size}\u00d7{st.in_size})")
+    return panels, caption
 
 
-def render_frame(frame):
-    """A matplotlib Figure (not attached to pyplot) showing ``frame`` with its numbers."""
-    if isinstance(frame, ScatterFrame):
-        fig = _render_scatter(frame)
-    elif isinstance(frame, GatherFrame):
-        fig = _render_gather(frame)
-    elif isinstance(frame, MatrixFrame):
-        fig = _render_matrix(frame)
-    else:
+def frame_image(frame, width: int = 900) -> np.ndarray:
+    """The picture of ``frame`` with its numbers: uint8[H, W, 3] (about ``width`` pixels wide)."""
+    builders = {ScatterFrame: _scatter_panels, GatherFrame: _gather_panels, MatrixFrame: _matrix_panels}
+    if type(frame) not in builders:
         raise ValueError(f"frame must be a ScatterFrame, GatherFrame or MatrixFrame, got {type(frame).__name__}")
-    fig.tight_layout()
-    return fig
+    panels, caption = builders[type(frame)](frame)
+    return _draw_panels(panels, caption, width)
 
 
-def frame_png(frame, dpi: int = 80) -> bytes:
-    """PNG bytes of :func:`render_frame` (what the widget displays)."""
-    fig = render_frame(frame)
+def frame_png(frame, width: int = 900) -> bytes:
+    """PNG bytes of :func:`frame_image` (what the widget displays)."""
+    from PIL import Image
+
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
+    Image.fromarray(frame_image(frame, width)).save(buf, format="png", optimize=False)
     return buf.getvalue()
+
+
+def render_frame(frame, width: int = 900):
+    """A matplotlib Figure showing :func:`frame_image` at one figure pixel per image pixel."""
+    from matplotlib.figure import Figure
+
+    img = frame_image(frame, width)
+    dpi = 100
+    fig = Figure(figsize=(img.shape[1] / dpi, img.shape[0] / dpi), dpi=dpi)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.imshow(img, interpolation="nearest")
+    ax.set_axis_off()
+    return fig

@@ -226,3 +226,30 @@ def semantic_to_instances(semantic, num_classes: int) -> dict:
     m = torch.from_numpy(np.stack(masks)) if masks else torch.zeros(0, H, W, dtype=torch.bool)
     return {"masks": m, "labels": torch.tensor(labels, dtype=torch.int64),
             "scores": torch.ones(len(labels), dtype=torch.float64)}
+
+
+def evaluate_instances(predict, dataset, indices, num_classes: int, progress: bool = False) -> dict:
+    """Run ``predict(image [3, H, W]) -> prediction dict`` on each scene, one image at a time, timing every call.
+
+    Returns the :meth:`MaskAP.compute` dict plus ``seconds_per_image`` (median over images) and ``preds``
+    (the predictions, moved to the CPU, in the order of ``indices``).
+    """
+    import time
+
+    from tqdm.auto import tqdm
+
+    ap = MaskAP(num_classes)
+    preds, seconds = [], []
+    for i in tqdm(list(indices), desc="evaluate", disable=not progress, leave=False):
+        image, target = dataset[i]
+        start = time.perf_counter()
+        with torch.no_grad():
+            p = predict(image)
+        seconds.append(time.perf_counter() - start)
+        p = {k: v.detach().cpu() for k, v in p.items()}
+        ap.update([p], [target])
+        preds.append(p)
+    out = ap.compute()
+    out["seconds_per_image"] = float(np.median(seconds)) if seconds else float("nan")
+    out["preds"] = preds
+    return out

@@ -63,10 +63,10 @@ def upsample_and_concat(features: list[torch.Tensor], size: tuple[int, int]) -> 
 
 
 def conv_features(in_channels: int, width: int) -> nn.Sequential:
-    """A small CNN: conv3×3 → conv3×3 → max-pool 2 → conv3×3 (BatchNorm + ReLU after each conv).
+    """A small CNN: conv3×3 → max-pool 2 → conv3×3 → conv3×3 → max-pool 2 (BatchNorm + ReLU after each conv).
 
-    Tensor[N, in_channels, H, W] -> Tensor[N, 2 * width, H // 2, W // 2]. Receptive field: 10 pixels,
-    deliberately small: on its own it sees a patch of an item, not the item.
+    Tensor[N, in_channels, H, W] -> Tensor[N, 2 * width, H // 4, W // 4]. Receptive field: 14 pixels,
+    deliberately small: on its own it sees a patch of a large item, not the item.
     """
     if in_channels < 1 or width < 1:
         raise ValueError(f"conv_features: in_channels and width must be >= 1, got {in_channels}, {width}")
@@ -74,8 +74,8 @@ def conv_features(in_channels: int, width: int) -> nn.Sequential:
     def block(cin, cout):
         return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
-    return nn.Sequential(*block(in_channels, width), *block(width, width), nn.MaxPool2d(2),
-                         *block(width, 2 * width))
+    return nn.Sequential(*block(in_channels, width), nn.MaxPool2d(2),
+                         *block(width, 2 * width), *block(2 * width, 2 * width), nn.MaxPool2d(2))
 
 
 def pixel_classifier(in_channels: int, hidden: int, num_classes: int) -> nn.Sequential:
@@ -128,15 +128,15 @@ class MultiScaleNet(nn.Module):
         self.classifier = pixel_classifier(config.num_scales * 2 * config.width, config.hidden, config.num_classes)
 
     def scale_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The shared CNN applied to each pyramid level: [Tensor[N, 2w, H/2, W/2], Tensor[N, 2w, H/4, W/4], ...]."""
-        if x.dim() != 4 or min(x.shape[-2:]) < 2:
-            raise ValueError(f"MultiScaleNet: expected images [N, C, H, W] with H, W >= 2, got {tuple(x.shape)}")
+        """The shared CNN applied to each pyramid level: [Tensor[N, 2w, H/4, W/4], Tensor[N, 2w, H/8, W/8], ...]."""
+        if x.dim() != 4 or min(x.shape[-2:]) < 4:
+            raise ValueError(f"MultiScaleNet: expected images [N, C, H, W] with H, W >= 4, got {tuple(x.shape)}")
         return [self.features(level) for level in image_pyramid(x - 0.5, self.config.num_scales)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = self.scale_features(x)
-        fused = upsample_and_concat(feats, feats[0].shape[-2:])           # (N, S * 2w, H/2, W/2)
-        logits = self.classifier(fused)                                   # (N, C, H/2, W/2)
+        fused = upsample_and_concat(feats, feats[0].shape[-2:])           # (N, S * 2w, H/4, W/4)
+        logits = self.classifier(fused)                                   # (N, C, H/4, W/4)
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)  # (N, C, H, W)
 
 
@@ -176,11 +176,18 @@ def empirical_receptive_field(model, in_channels: int = 3, size: int = 64, batch
     ``model`` maps Tensor[N, in_channels, size, size] to Tensor[N, C, size, size] (any callable).
     The gradient of the centre logits with respect to the input is nonzero exactly inside the
     receptive field (summed over a batch of random images so that max-pooling and ReLU cannot hide
-    a pixel). Returns the larger of its height and width.
+    a pixel). Returns the larger of its height and width. Runs the model in eval mode.
     """
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(batch, in_channels, size, size, generator=g, requires_grad=True)
-    out = model(x)
+    was_training = getattr(model, "training", False)
+    if was_training:
+        model.eval()  # BatchNorm in training mode mixes pixels through the batch statistics
+    try:
+        out = model(x)
+    finally:
+        if was_training:
+            model.train()
     out = out["out"] if isinstance(out, dict) else out
     out[:, :, size // 2, size // 2].abs().sum().backward()
     hit = (x.grad.abs().sum(dim=(0, 1)) > 0).nonzero()

@@ -186,6 +186,7 @@ class PatchCNNConfig:
     width: int = 8
     hidden: int = 64
     stages: int = 3
+    batch_norm: bool = True
 
     def __post_init__(self):
         _check_patch_size(self.patch_size)
@@ -211,7 +212,9 @@ def patch_cnn(config: PatchCNNConfig) -> nn.Sequential:
     in_ch, side = 3, config.patch_size
     for s in range(config.stages):
         out_ch = config.width * 2 ** s
-        layers[f"conv{s + 1}"] = nn.Conv2d(in_ch, out_ch, 3)                 # valid: side - 2
+        layers[f"conv{s + 1}"] = nn.Conv2d(in_ch, out_ch, 3, bias=not config.batch_norm)  # valid: side - 2
+        if config.batch_norm:
+            layers[f"bn{s + 1}"] = nn.BatchNorm2d(out_ch)
         layers[f"relu{s + 1}"] = nn.ReLU(inplace=True)
         layers[f"pool{s + 1}"] = nn.MaxPool2d(2)                            # side / 2
         in_ch, side = out_ch, (side - 2) // 2
@@ -282,7 +285,6 @@ def _num_outputs(model: nn.Module) -> int | None:
 
 
 # ----------------------------------------------------------------------------- dense labelling
-@torch.no_grad()
 def dense_scores_by_patches(model: nn.Module, image: torch.Tensor, patch_size: int, device: torch.device,
                             batch_size: int = 1024, progress: bool = False) -> torch.Tensor:
     """Score every pixel of image float[3, H, W] by classifying its own patch: float[num_classes, H, W].
@@ -296,14 +298,15 @@ def dense_scores_by_patches(model: nn.Module, image: torch.Tensor, patch_size: i
     h, w = image.shape[-2:]
     padded = pad_for_patches(image.to(device), patch_size)[None]          # (1, C, H+P-1, W+P-1)
     ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-    ys, xs = ys.reshape(-1), xs.reshape(-1)                                 # (H*W,)
-    zero = torch.zeros_like(ys)
+    ys, xs = ys.reshape(-1), xs.reshape(-1)                                 # (H*W,) every pixel
+    zero = torch.zeros_like(ys)                                             # all from image 0
     chunks = []
-    for start in tqdm(range(0, h * w, batch_size), desc="pixels", disable=not progress, leave=False):
-        sl = slice(start, start + batch_size)
-        patches = extract_patches(padded, zero[sl], ys[sl], xs[sl], patch_size)   # (B, C, P, P)
-        chunks.append(model(patches).float().cpu())                              # (B, num_classes)
-    scores = torch.cat(chunks)                                                    # (H*W, num_classes)
+    with torch.no_grad():
+        for start in tqdm(range(0, h * w, batch_size), desc="pixels", disable=not progress, leave=False):
+            sl = slice(start, start + batch_size)
+            patches = extract_patches(padded, zero[sl], ys[sl], xs[sl], patch_size)   # (B, C, P, P)
+            chunks.append(model(patches).float().cpu())                              # (B, num_classes)
+    scores = torch.cat(chunks)                                                        # (H*W, num_classes)
     return scores.t().reshape(-1, h, w)
 
 
@@ -350,3 +353,54 @@ def conv_output_count(patch_size: int, stages: int, height: int, width: int) -> 
                      "redundant_fraction": 1 - distinct / computed})
         side //= 2                                 # 2x2 pooling
     return rows
+
+
+# ----------------------------------------------------------------------------- the lesson's sizes
+@dataclass(frozen=True)
+class PatchLessonConfig:
+    """Sizes of lessons 01-02, derived from a :class:`lecturelib.Profile` by :meth:`from_profile`."""
+
+    patch_sizes: tuple[int, ...] = (10, 22, 38)   # all fit a 2-stage patch CNN exactly
+    stages: int = 2
+    width: int = 8
+    hidden: int = 64
+    n_patches: int = 20_480        # fresh patches per epoch
+    epochs: int = 3
+    batch_size: int = 128
+    lr: float = 5e-3
+    eval_pixels: int = 16_384      # test pixels drawn uniformly from all test scenes for the metrics
+    dense_scenes: int = 8          # test scenes labelled densely, pixel by pixel
+
+    @classmethod
+    def from_profile(cls, profile) -> "PatchLessonConfig":
+        return cls(width=max(4, profile.width // 2), hidden=4 * profile.width, n_patches=40 * profile.n_train,
+                   epochs=max(3, profile.epochs // 2), batch_size=4 * profile.batch_size,
+                   eval_pixels=128 * profile.n_test, dense_scenes=max(4, profile.n_test // 16))
+
+    def model_config(self, patch_size: int, num_classes: int) -> PatchCNNConfig:
+        return PatchCNNConfig(patch_size=patch_size, num_classes=num_classes, width=self.width,
+                              hidden=self.hidden, stages=self.stages)
+
+    def train_config(self, seed: int = 0, progress: bool = True) -> PatchTrainConfig:
+        return PatchTrainConfig(n_patches=self.n_patches, epochs=self.epochs, batch_size=self.batch_size,
+                                lr=self.lr, seed=seed, progress=progress)
+
+
+@torch.no_grad()
+def evaluate_sampled_pixels(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, patch_size: int,
+                            device: torch.device, num_classes: int, n_pixels: int, seed: int = 0,
+                            batch_size: int = 1024) -> dict:
+    """Metrics of the per-pixel classifier on ``n_pixels`` test pixels drawn uniformly from all images.
+
+    Classifying a pixel is exactly what dense labelling does for that pixel, so this is an unbiased
+    estimate of the dense-labelling confusion matrix, from many more scenes for the same cost.
+    Returns pixel_acc, iou, miou, class_acc (from one confusion matrix).
+    """
+    from .metrics import ConfusionMatrix
+
+    model.eval()
+    batches = PatchBatches(images, masks, patch_size, n_pixels, batch_size, seed=seed, balanced=False)
+    cm = ConfusionMatrix(num_classes)
+    for patches, labels in batches:
+        cm.update(model(patches.to(device)).argmax(1).cpu(), labels)
+    return cm.compute()

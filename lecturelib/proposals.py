@@ -85,7 +85,8 @@ def neighbours(labels: np.ndarray) -> set[tuple[int, int]]:
 
 
 def colour_histograms(features: np.ndarray, labels: np.ndarray, n_regions: int, bins: int) -> np.ndarray:
-    """float64[R, 3 * bins]: per-region histograms of each channel of ``features`` [H, W, 3] in [0, 1], L1-normalised."""
+    """float64[R, 3 * bins]: per-region histograms of each channel of ``features`` [H, W, 3] in [0, 1],
+    L1-normalised."""
     q = np.clip((features * bins).astype(np.int64), 0, bins - 1)            # (H, W, 3)
     hists = []
     for ch in range(3):
@@ -137,7 +138,8 @@ def hierarchical_grouping(labels: np.ndarray, hist: np.ndarray) -> list[list[int
         a, b = regions.pop(i), regions.pop(j)
         s = a["size"] + b["size"]
         merged = {"size": s, "hist": (a["size"] * a["hist"] + b["size"] * b["hist"]) / s,
-                  "box": np.concatenate([np.minimum(a["box"][:2], b["box"][:2]), np.maximum(a["box"][2:], b["box"][2:])]),
+                  "box": np.concatenate([np.minimum(a["box"][:2], b["box"][:2]),
+                                         np.maximum(a["box"][2:], b["box"][2:])]),
                   "members": a["members"] + b["members"]}
         k = next_id
         next_id += 1
@@ -167,16 +169,14 @@ def selective_search(image, config: ProposalConfig = ProposalConfig()) -> torch.
     for scale in config.scales:
         labels = superpixels(img, scale, config.sigma, max(1, round(config.min_size * H * W)))
         n = int(labels.max()) + 1
-        onehot = np.zeros((n, H * W), np.float32)                          # (R, HW)
-        onehot[labels.ravel(), np.arange(H * W)] = 1
         for space in config.color_spaces:
             hist = colour_histograms(spaces[space], labels, n, config.bins)
             groups = [g for g in hierarchical_grouping(labels, hist) if (scale, frozenset(g)) not in seen]
             seen.update((scale, frozenset(g)) for g in groups)
-            member = np.zeros((len(groups), n), np.float32)                # (P, R)
+            member = np.zeros((len(groups), n), bool)                      # (P, R)
             for k, g in enumerate(groups):
-                member[k, g] = 1
-            region = (member @ onehot).reshape(-1, H, W) > 0               # (P, H, W)
+                member[k, g] = True
+            region = member[:, labels]                                     # (P, H, W)
             masks.extend(region[region.sum((1, 2)) >= min_area])
     keys, unique = set(), []
     for m in masks:                                                         # drop identical masks

@@ -1,0 +1,65 @@
+"""torchvision's Mask R-CNN (He et al., ICCV 2017), no pretrained weights, sized for the course scenes.
+
+The modern reference row of lesson 07: the same idea as the cascade (RPN, RoIAlign, mask head,
+class head) with torchvision's engineering (class-specific masks, box refinement in the second
+stage, parallel rather than cascaded mask and class heads). It gets the same backbone
+(:class:`lecturelib.cascade.Backbone`), the same anchors, the same scenes and the same training
+loop and budget as :class:`lecturelib.cascade.MaskCascade`.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+import torch.nn as nn
+from torchvision.models.detection import MaskRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.ops import MultiScaleRoIAlign
+
+from .cascade import Backbone, CascadeConfig
+
+
+class _FeatureDict(nn.Module):
+    """Wraps a backbone returning one tensor into torchvision's ``{"0": features}`` interface."""
+
+    def __init__(self, body: nn.Module):
+        super().__init__()
+        self.body = body
+        self.out_channels = body.out_channels
+
+    def forward(self, x: torch.Tensor) -> OrderedDict:
+        return OrderedDict([("0", self.body(x))])
+
+
+def tiny_maskrcnn(num_classes: int, image_size: int, width: int = 16,
+                  config: CascadeConfig | None = None) -> MaskRCNN:
+    """``torchvision.models.detection.MaskRCNN`` with the cascade's backbone and anchors (weights=None).
+
+    Images are not resized (min_size = max_size = ``image_size``); heads are shrunk to the backbone's width.
+    """
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2 (background counts), got {num_classes}")
+    if image_size % 16:
+        raise ValueError(f"image_size must be a multiple of 16 (the backbone's coarsest stride), got {image_size}")
+    cfg = config or CascadeConfig(num_classes=num_classes, width=width)
+    backbone = _FeatureDict(Backbone(width))
+    C = backbone.out_channels
+    anchors = AnchorGenerator(sizes=(tuple(s * image_size for s in cfg.anchor_sizes),),
+                              aspect_ratios=(tuple(cfg.anchor_ratios),))
+    box_pool = MultiScaleRoIAlign(["0"], output_size=7, sampling_ratio=2)
+    mask_pool = MultiScaleRoIAlign(["0"], output_size=cfg.roi_size, sampling_ratio=2)
+    return MaskRCNN(
+        backbone, num_classes=None,
+        min_size=image_size, max_size=image_size, image_mean=[0.0, 0.0, 0.0], image_std=[1.0, 1.0, 1.0],
+        rpn_anchor_generator=anchors, rpn_pre_nms_top_n_train=cfg.pre_nms, rpn_pre_nms_top_n_test=cfg.pre_nms,
+        rpn_post_nms_top_n_train=cfg.post_nms_train, rpn_post_nms_top_n_test=cfg.post_nms_test,
+        rpn_fg_iou_thresh=cfg.rpn_pos_iou, rpn_bg_iou_thresh=cfg.rpn_neg_iou, rpn_batch_size_per_image=cfg.rpn_batch,
+        box_roi_pool=box_pool, box_head=TwoMLPHead(C * 7 * 7, cfg.hidden),
+        box_predictor=FastRCNNPredictor(cfg.hidden, num_classes),
+        box_batch_size_per_image=cfg.roi_batch, box_positive_fraction=cfg.roi_pos_fraction,
+        box_score_thresh=cfg.score_threshold, box_detections_per_img=cfg.detections,
+        mask_roi_pool=mask_pool, mask_head=MaskRCNNHeads(C, [C], 1),
+        mask_predictor=MaskRCNNPredictor(C, C, num_classes),
+    )

@@ -1,0 +1,209 @@
+"""Recurrent refinement (Pinheiro & Collobert, "Recurrent Convolutional Neural Networks for Scene Labeling",
+ICML 2014).
+
+One CNN, with the same weights at every iteration, takes the image *and its own
+previous class-probability map* and outputs refined logits:
+
+    p_0 = uniform,   logits_t = cnn([image, p_{t-1}]),   p_t = softmax(logits_t)
+
+Each pass can only look a few pixels around a pixel (a small receptive field),
+but the probabilities it reads already summarise a window around every
+neighbour, so the context grows with every iteration. The network is trained
+unrolled over several iterations (a loss after each, gradients flowing through
+all of them) and can be run for any number of iterations afterwards.
+
+Models take images float[N, 3, H, W] in [0, 1] and return logits float[N, C, H, W].
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .metrics import IGNORE_INDEX, BoundaryAccuracy, ConfusionMatrix
+from .multiscale import conv_features, pixel_classifier
+
+
+@dataclass(frozen=True)
+class RefinementConfig:
+    """Sizes and training of a :class:`RecurrentRefiner`.
+
+    width: channels of the CNN's first convs; hidden: per-pixel classifier channels;
+    train_iterations: how many times the CNN is unrolled during training; epochs, lr: training.
+    """
+
+    num_classes: int = 11
+    width: int = 16
+    hidden: int = 64
+    train_iterations: int = 3
+    epochs: int = 6
+    lr: float = 3e-3
+
+    def __post_init__(self):
+        for name in ("num_classes", "width", "hidden", "train_iterations", "epochs"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or v < (2 if name == "num_classes" else 1):
+                raise ValueError(f"RefinementConfig.{name} must be a positive int, got {v!r}")
+
+    @classmethod
+    def from_profile(cls, profile, num_classes: int = 11, **changes) -> "RefinementConfig":
+        base = dict(num_classes=num_classes, width=profile.width, hidden=4 * profile.width, epochs=profile.epochs)
+        base.update(changes)
+        return cls(**base)
+
+
+class RefinementCNN(nn.Module):
+    """The CNN applied at every iteration: Tensor[N, 3 + C, H, W] (image + probabilities) -> logits [N, C, H, W]."""
+
+    def __init__(self, num_classes: int, width: int, hidden: int, in_channels: int = 3):
+        super().__init__()
+        self.features = conv_features(in_channels + num_classes, width)   # (N, 2w, H/4, W/4)
+        self.classifier = pixel_classifier(2 * width, hidden, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.classifier(self.features(x))                          # (N, C, H/4, W/4)
+        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def refinement_step(cnn: nn.Module, image: torch.Tensor, prev_logits: torch.Tensor) -> torch.Tensor:
+    """One iteration: ``cnn`` applied to the image stacked with the softmax of the previous logits.
+
+    image (Tensor[N, 3, H, W]), prev_logits (Tensor[N, C, H, W]) -> logits Tensor[N, C, H, W].
+    """
+    if image.shape[0] != prev_logits.shape[0] or image.shape[-2:] != prev_logits.shape[-2:]:
+        raise ValueError(f"refinement_step: image {tuple(image.shape)} and prev_logits {tuple(prev_logits.shape)} "
+                         "must agree in N, H and W")
+    probs = prev_logits.softmax(dim=1)                                     # (N, C, H, W)
+    return cnn(torch.cat([image - 0.5, probs], dim=1))                     # (N, C, H, W)
+
+
+class RecurrentRefiner(nn.Module):
+    """Pinheiro & Collobert's recurrent CNN: the same :class:`RefinementCNN` applied ``iterations`` times.
+
+    forward(x, iterations=None) -> the last iteration's logits (``config.train_iterations`` by default);
+    forward_all(x, iterations) -> the logits after every iteration, a list of ``iterations`` tensors.
+    Iteration 1 starts from uniform probabilities (all-zero logits): it is the plain network.
+    """
+
+    def __init__(self, config: RefinementConfig = RefinementConfig(), in_channels: int = 3):
+        super().__init__()
+        self.config = config
+        self.cnn = RefinementCNN(config.num_classes, config.width, config.hidden, in_channels)
+
+    def initial_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """All-zero logits (uniform probabilities): Tensor[N, C, H, W]."""
+        return x.new_zeros(x.shape[0], self.config.num_classes, *x.shape[-2:])
+
+    def forward_all(self, x: torch.Tensor, iterations: int | None = None) -> list[torch.Tensor]:
+        iterations = self.config.train_iterations if iterations is None else iterations
+        if not isinstance(iterations, (int, np.integer)) or iterations < 1:
+            raise ValueError(f"iterations must be an int >= 1 (1 = the plain network), got {iterations!r}")
+        if x.dim() != 4 or min(x.shape[-2:]) < 4:
+            raise ValueError(f"RecurrentRefiner: expected images [N, 3, H, W] with H, W >= 4, got {tuple(x.shape)}")
+        logits = self.initial_logits(x)
+        outs = []
+        for _ in range(int(iterations)):
+            logits = refinement_step(self.cnn, x, logits)                  # same weights every time
+            outs.append(logits)
+        return outs
+
+    def forward(self, x: torch.Tensor, iterations: int | None = None) -> torch.Tensor:
+        return self.forward_all(x, iterations)[-1]
+
+
+def unrolled_loss(logits_per_iteration: list[torch.Tensor], target: torch.Tensor,
+                  ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Mean over iterations of the pixel cross-entropy: every iteration must be a good labelling."""
+    if not logits_per_iteration:
+        raise ValueError("unrolled_loss: logits_per_iteration is empty; run at least one iteration")
+    losses = [F.cross_entropy(lg, target, ignore_index=ignore_index) for lg in logits_per_iteration]
+    return torch.stack(losses).mean()
+
+
+def train_refiner(model: RecurrentRefiner, loader, device: torch.device, *, amp: bool = False,
+                  progress: bool = True) -> list[float]:
+    """Train unrolled over ``config.train_iterations`` (AdamW + one-cycle); returns the mean loss per epoch."""
+    from .training import _autocast
+
+    cfg = model.config
+    model.to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr,
+                                                    total_steps=max(1, cfg.epochs * len(loader)), pct_start=0.2)
+    use_amp = amp and device.type == "cuda"
+    losses = []
+    for epoch in range(cfg.epochs):
+        model.train()
+        total, count = 0.0, 0
+        for images, targets in tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
+                                    leave=False):
+            images, targets = images.to(device), targets.to(device)
+            with _autocast(device, use_amp):
+                loss = unrolled_loss(model.forward_all(images, cfg.train_iterations), targets)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss.item()}; lower the learning rate")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total += loss.item() * len(images)
+            count += len(images)
+        losses.append(total / max(count, 1))
+    return losses
+
+
+@torch.no_grad()
+def evaluate_iterations(model: RecurrentRefiner, loader, device: torch.device, num_classes: int,
+                        iterations: int) -> list[dict]:
+    """Metrics after iteration 1, 2, ..., ``iterations`` (one pass over ``loader``): a list of dicts with
+    pixel_acc, iou, miou, boundary_acc."""
+    model.eval()
+    cms = [ConfusionMatrix(num_classes) for _ in range(iterations)]
+    bas = [BoundaryAccuracy(2) for _ in range(iterations)]
+    for images, targets in loader:
+        for t, logits in enumerate(model.forward_all(images.to(device), iterations)):
+            pred = logits.argmax(1).cpu()
+            cms[t].update(pred, targets)
+            bas[t].update(pred, targets)
+    return [{**cm.compute(), "boundary_acc": ba.compute()} for cm, ba in zip(cms, bas)]
+
+
+def flops_per_iteration(model: RecurrentRefiner, image_size: int, max_iterations: int = 3) -> list[int]:
+    """Floating-point operations of one image through 1 .. max_iterations iterations (torch's FLOP counter)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros(1, 3, image_size, image_size, device=next(model.parameters()).device)
+    model.eval()
+    out = []
+    for k in range(1, max_iterations + 1):
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), counter:
+            model(x, iterations=k)
+        out.append(int(counter.get_total_flops()))
+    return out
+
+
+def seconds_per_iteration(model: RecurrentRefiner, images: torch.Tensor, max_iterations: int = 3,
+                          repeat: int = 3) -> list[float]:
+    """Best wall time (s) of inference on ``images`` with 1 .. max_iterations iterations."""
+    model.eval()
+    times = []
+    with torch.no_grad():
+        for k in range(1, max_iterations + 1):
+            model(images, iterations=k)           # warm-up
+            best = float("inf")
+            for _ in range(repeat):
+                if images.is_cuda:
+                    torch.cuda.synchronize()
+                t = time.perf_counter()
+                model(images, iterations=k)
+                if images.is_cuda:
+                    torch.cuda.synchronize()
+                best = min(best, time.perf_counter() - t)
+            times.append(best)
+    return times

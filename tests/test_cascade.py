@@ -1,0 +1,139 @@
+"""The cascade: anchors, box coding, RoI warping, forward/backward, empty images; Mask R-CNN builder."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lecturelib.cascade import (
+    CascadeConfig,
+    MaskCascade,
+    cascade_stages,
+    decode_boxes,
+    encode_boxes,
+    make_anchors,
+    warp_boxes,
+)
+from lecturelib.maskrcnn import tiny_maskrcnn
+
+
+def tiny_batch(n=2, size=32, classes=4):
+    g = torch.Generator().manual_seed(0)
+    images = [torch.rand(3, size, size, generator=g) for _ in range(n)]
+    targets = []
+    for k in range(n):
+        masks = torch.zeros(2, size, size, dtype=torch.uint8)
+        masks[0, 2:14, 3:15] = 1
+        masks[1, 16:30, 10 + k:28] = 1
+        boxes = torch.tensor([[3, 2, 15, 14], [10 + k, 16, 28, 30]], dtype=torch.float32)
+        targets.append({"boxes": boxes, "labels": torch.tensor([1, classes - 1]), "masks": masks})
+    return images, targets
+
+
+def test_anchors_hand_computed():
+    a = make_anchors((2, 3), stride=4, sizes=[4], ratios=[1.0])
+    assert a.shape == (6, 4)
+    assert a[0].tolist() == [0, 0, 4, 4]                 # cell (0, 0): centre (2, 2), side 4
+    assert a[4].tolist() == [4, 4, 8, 8]                 # cell (1, 1), row-major cells
+    tall = make_anchors((1, 1), 8, sizes=[4], ratios=[4.0])[0]
+    assert (tall[2] - tall[0]).item() == pytest.approx(2) and (tall[3] - tall[1]).item() == pytest.approx(8)
+
+
+def test_encode_decode_round_trip():
+    g = torch.Generator().manual_seed(1)
+    anchors = make_anchors((4, 4), 8, sizes=[6, 12], ratios=[0.5, 1, 2])
+    xy = torch.rand(len(anchors), 2, generator=g) * 20
+    wh = torch.rand(len(anchors), 2, generator=g) * 20 + 1
+    boxes = torch.cat([xy, xy + wh], 1)
+    deltas = encode_boxes(anchors, boxes)
+    torch.testing.assert_close(decode_boxes(anchors, deltas), boxes, atol=1e-4, rtol=1e-5)
+    # zero offsets decode to the anchor itself; a known offset by hand
+    torch.testing.assert_close(decode_boxes(anchors, torch.zeros_like(anchors)), anchors)
+    one = decode_boxes(torch.tensor([[0.0, 0, 10, 20]]), torch.tensor([[0.1, -0.5, 0.0, torch.log(torch.tensor(2.0))]]))
+    assert one[0].tolist() == pytest.approx([1.0, -20.0, 11.0, 20.0])
+    with pytest.raises(ValueError, match=r"\[N, 4\]"):
+        decode_boxes(anchors, deltas[:, :2])
+
+
+def test_roi_warp_equals_crop_and_resize_on_aligned_box():
+    feats = torch.arange(2 * 16 * 16, dtype=torch.float32).reshape(1, 2, 16, 16) ** 0.5
+    # a box on feature cells 4..11 (stride 1): an 8x8 crop warped to 4x4 = 2x2 average pooling of the crop
+    box = torch.tensor([[4.0, 4.0, 12.0, 12.0]])
+    got = warp_boxes(feats, [box], size=4, stride=1)
+    want = F.avg_pool2d(feats[:, :, 4:12, 4:12], 2)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    # with stride 4, the same box in image pixels is 4x larger
+    got4 = warp_boxes(feats, [box * 4], size=4, stride=4)
+    torch.testing.assert_close(got4, want, atol=1e-5, rtol=1e-5)
+
+
+def test_forward_backward_tiny_batch():
+    torch.manual_seed(0)
+    model = MaskCascade(CascadeConfig(num_classes=4, width=4))
+    images, targets = tiny_batch()
+    model.train()
+    losses = model(images, targets)
+    assert set(losses) == {"rpn_objectness", "rpn_box", "mask", "classifier"}
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+    for name in ("backbone.c1.0.0.weight", "rpn_obj.weight", "rpn_box.weight", "mask_head.0.0.weight",
+                 "classifier.weight", "region_fc.1.weight"):
+        grad = dict(model.named_parameters())[name].grad
+        assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, name
+    model.eval()
+    preds = model(images)
+    assert len(preds) == 2
+    for p in preds:
+        D = len(p["scores"])
+        assert p["masks"].shape == (D, 1, 32, 32) and p["boxes"].shape == (D, 4) and p["labels"].shape == (D,)
+        assert ((p["labels"] >= 1) & (p["labels"] < 4)).all()
+
+
+def test_class_loss_reaches_the_mask_head():
+    """End to end: the classifier's loss alone has a gradient in the mask head (through the masked features)."""
+    torch.manual_seed(0)
+    model = MaskCascade(CascadeConfig(num_classes=4, width=4))
+    images, targets = tiny_batch()
+    model.train()
+    model(images, targets)["classifier"].backward()
+    assert model.mask_head[0][0].weight.grad.abs().sum() > 0
+
+
+def test_images_without_instances():
+    torch.manual_seed(0)
+    model = MaskCascade(CascadeConfig(num_classes=4, width=4))
+    images, targets = tiny_batch()
+    targets[1] = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long),
+                  "masks": torch.zeros(0, 32, 32, dtype=torch.uint8)}
+    model.train()
+    losses = model(images, targets)
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    stages = cascade_stages(model, images[0], top=3)
+    assert stages["masks"].shape[1:] == (28, 28) and stages["warped"].shape[-2:] == (14, 14)
+
+
+def test_bad_input_messages():
+    model = MaskCascade(CascadeConfig(num_classes=4, width=4))
+    with pytest.raises(ValueError, match="multiples of 16"):
+        model.eval()(torch.rand(1, 3, 30, 30))
+    with pytest.raises(ValueError, match="one target dict"):
+        model.train()([torch.rand(3, 32, 32)])
+    with pytest.raises(ValueError, match="num_classes"):
+        CascadeConfig(num_classes=1)
+
+
+def test_tiny_maskrcnn_forward_backward():
+    torch.manual_seed(0)
+    model = tiny_maskrcnn(num_classes=4, image_size=32, width=4)
+    images, targets = tiny_batch()
+    model.train()
+    losses = model(images, targets)
+    sum(losses.values()).backward()
+    model.eval()
+    with torch.no_grad():
+        preds = model(images)
+    assert preds[0]["masks"].shape[1:] == (1, 32, 32)
+    with pytest.raises(ValueError, match="multiple of 16"):
+        tiny_maskrcnn(4, image_size=30)
