@@ -48,6 +48,7 @@ student: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench_scenes.py
+	$(BIN)/python scripts/bench_transposed.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check lecturelib tests scripts notebooks
