@@ -264,3 +264,53 @@ def report_by_size(pred: torch.Tensor, scenes, num_classes: int = 11, buckets: d
         out[name] = {**per[name].compute(), "object_acc": hits[name][0] / max(hits[name][1], 1),
                      "pixels": hits[name][1]}
     return out
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def class_weights(masks: torch.Tensor, num_classes: int, power: float = 0.5, ignore_index: int = 255) -> torch.Tensor:
+    """Class-frequency balancing of the loss (Farabet et al. §4): weight_c ∝ (1 / frequency_c) ** power.
+
+    masks: int[N, H, W]. Classes that never occur get the largest weight of those that do. The weights are scaled
+    so that their pixel-weighted mean is 1 (the loss keeps its usual size). Returns float32[num_classes].
+    """
+    m = masks[masks != ignore_index].reshape(-1).long()
+    if m.numel() == 0:
+        raise ValueError("class_weights: masks hold no labelled pixel")
+    freq = torch.bincount(m, minlength=num_classes)[:num_classes].double() / m.numel()
+    w = torch.where(freq > 0, freq.clamp(min=1e-12) ** -power, torch.zeros_like(freq))
+    w = torch.where(freq > 0, w, w.max())
+    w = w / (w * freq).sum()
+    return w.float()
+
+
+def train_segmenter(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, device: torch.device, *,
+                    epochs: int, lr: float, batch_size: int, seed: int = 0, weight: torch.Tensor | None = None,
+                    amp: bool = False, progress: bool = False) -> tuple[list[float], float]:
+    """AdamW + one-cycle + (weighted) pixel cross-entropy with ``lecturelib.training.train_one_epoch``.
+
+    images float[N, 3, H, W], masks int64[N, H, W]; the data order depends only on ``seed``, so two models
+    trained with the same arguments see the same batches. Returns (loss per epoch, seconds).
+    """
+    import time
+
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from .training import train_one_epoch
+
+    if len(images) != len(masks):
+        raise ValueError(f"train_segmenter: {len(images)} images but {len(masks)} masks")
+    loader = DataLoader(TensorDataset(images, masks), batch_size=batch_size, shuffle=True,
+                        generator=torch.Generator().manual_seed(seed))
+    model.to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=max(1, epochs * len(loader)),
+                                                    pct_start=0.2)
+    criterion = nn.CrossEntropyLoss(weight=None if weight is None else weight.to(device), ignore_index=255)
+    use_amp = amp and device.type == "cuda"
+    losses, start = [], time.perf_counter()
+    for epoch in range(epochs):
+        losses.append(train_one_epoch(model, criterion, optimizer, loader, device, amp=use_amp, scheduler=scheduler,
+                                      progress=progress, desc=f"epoch {epoch + 1}/{epochs}"))
+    return losses, time.perf_counter() - start

@@ -27,7 +27,7 @@ class SuperpixelConfig:
     """
 
     method: str = "felzenszwalb"
-    scale: float = 40.0
+    scale: float = 80.0
     sigma: float = 0.5
     min_size: int = 8
     n_segments: int = 120

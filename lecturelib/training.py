@@ -97,6 +97,7 @@ class TrainConfig:
     progress: bool = True
     checkpoint: str | None = None      # path; written atomically after every epoch
     ignore_index: int = IGNORE_INDEX
+    class_weight: list[float] | None = None   # per-class weights of the cross-entropy (None: all 1)
 
     def __post_init__(self):
         if not isinstance(self.epochs, int) or self.epochs < 0:
@@ -120,7 +121,9 @@ def fit(model: nn.Module, train_loader, val_loader, num_classes: int, device: to
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps = max(1, config.epochs * len(train_loader))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=steps, pct_start=0.2)
-    criterion = nn.CrossEntropyLoss(ignore_index=config.ignore_index)
+    weight = None if config.class_weight is None else torch.tensor(config.class_weight, dtype=torch.float32,
+                                                                     device=device)
+    criterion = nn.CrossEntropyLoss(weight=weight, ignore_index=config.ignore_index)
     use_amp = config.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda") if use_amp and not torch.cuda.is_bf16_supported() else None
     hist = History()

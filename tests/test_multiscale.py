@@ -131,3 +131,30 @@ def test_bad_inputs_name_the_argument():
         MultiScaleConfig(num_scales=0)
     with pytest.raises(ValueError, match="H, W >= 4"):
         multiscale_net(SMALL)(torch.rand(1, 3, 2, 2))
+
+
+def test_class_weights_hand_computed():
+    from lecturelib.multiscale import class_weights
+
+    masks = torch.tensor([[[0, 0, 0, 1], [255, 0, 0, 1]]])     # 5 background, 2 class-1 pixels, class 2 absent
+    w = class_weights(masks, 3, power=1.0)
+    freq = torch.tensor([5 / 7, 2 / 7])
+    raw = 1 / freq
+    want = raw / (raw * freq).sum()
+    assert torch.allclose(w[:2], want.float()) and torch.isclose(w[2], w[:2].max())
+    assert torch.isclose((w[:2] * freq).sum(), torch.tensor(1.0))
+    with pytest.raises(ValueError, match="no labelled pixel"):
+        class_weights(torch.full((1, 2, 2), 255), 3)
+
+
+def test_train_segmenter_tiny_lowers_the_loss():
+    from lecturelib.multiscale import train_segmenter
+
+    torch.manual_seed(0)
+    x = torch.rand(16, 3, 16, 16)
+    y = (x[:, 0] > 0.5).long()
+    model = multiscale_net(MultiScaleConfig(num_classes=2, num_scales=2, width=4, hidden=8))
+    losses, seconds = train_segmenter(model, x, y, torch.device("cpu"), epochs=4, lr=1e-2, batch_size=8)
+    assert len(losses) == 4 and losses[-1] < losses[0] and seconds > 0
+    with pytest.raises(ValueError, match="masks"):
+        train_segmenter(model, x, y[:3], torch.device("cpu"), epochs=1, lr=1e-2, batch_size=8)
