@@ -8,6 +8,7 @@ PORT   ?= 8888
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 # pytest workers: 2 on the course's 2-core reference machine
 WORKERS ?= 2
+TEST_THREADS ?= 1
 
 .PHONY: lab test test-fast notebooks student bench lint data verify clean help
 
@@ -33,12 +34,13 @@ $(STAMP): pyproject.toml
 lab: $(STAMP)
 	$(BIN)/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 --port=$(PORT) --no-browser $(ROOT_FLAG)
 
+# two pytest workers on two cores: one thread each (oversubscribed OpenMP threads are many times slower)
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile --nbval --nbval-current-env \
+	OMP_NUM_THREADS=$(TEST_THREADS) MKL_NUM_THREADS=$(TEST_THREADS) $(BIN)/python -m pytest -n $(WORKERS) --dist loadfile --nbval --nbval-current-env \
 		--nbval-sanitize-with tests/nbval_sanitize.cfg --durations=15 -ra
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile tests -m "not browser" -ra
+	OMP_NUM_THREADS=$(TEST_THREADS) $(BIN)/python -m pytest -n $(WORKERS) --dist loadfile tests -m "not browser" -ra
 
 notebooks: $(STAMP)
 	LECTURELIB_PROFILE=quick $(BIN)/python scripts/run_notebooks.py notebooks/*.ipynb
@@ -49,6 +51,7 @@ student: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python scripts/bench_scenes.py
 	$(BIN)/python scripts/bench_transposed.py
+	$(BIN)/python scripts/bench_training.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check lecturelib tests scripts notebooks

@@ -62,7 +62,8 @@ class ModelSpec:
 
     build(profile, num_classes) -> nn.Module: imports the lesson's module and builds the model.
     task: the data and loss: "semantic" (scenes -> per-pixel cross-entropy), "patches" (centre-pixel
-        classification of patches), "upsampling" (x2 super-resolution, mean squared error) or
+        classification of patches), "recurrent" (cross-entropy after every unrolled iteration),
+        "upsampling" (x2 super-resolution, mean squared error) or
         "instance" (torchvision detection-style model that returns its losses in training mode).
     target: (metric, value) for the benchmark's "time to target".
     """
@@ -99,6 +100,12 @@ def _multiscale(single: bool):
         config = MultiScaleConfig.from_profile(profile, num_classes=num_classes)
         return single_scale_baseline(config) if single else multiscale_net(config)
     return build
+
+
+def _recurrent(profile, num_classes):
+    from .recurrent import RecurrentRefiner, RefinementConfig
+
+    return RecurrentRefiner(RefinementConfig.from_profile(profile, num_classes=num_classes))
 
 
 def _upsampler(kind: str):
@@ -142,6 +149,8 @@ MODELS: dict[str, ModelSpec] = {
                             description="Farabet multi-scale CNN (shared weights over an image pyramid)"),
     "singlescale": ModelSpec("03", _multiscale(True), "semantic", target=("miou", 0.3),
                              description="the same CNN on one scale, parameter-matched baseline"),
+    "recurrent": ModelSpec("04", _recurrent, "recurrent", target=("miou", 0.3),
+                           description="Pinheiro-Collobert recurrent refinement, trained unrolled"),
     "deconv_upsampler": ModelSpec("05", _upsampler("deconv"), "upsampling", target=("psnr", 24.0),
                                   description="x2 upsampler ending in a transposed convolution"),
     "resizeconv_upsampler": ModelSpec("05", _upsampler("resize"), "upsampling", target=("psnr", 24.0),
@@ -157,8 +166,8 @@ MODELS: dict[str, ModelSpec] = {
                           description="torchvision's Mask R-CNN (no pretrained weights) on the cascade's backbone"),
 }
 
-LESSON_NAMES = {"01": "patch_classification", "03": "multiscale", "05": "transposed_convolution",
-                "06": "skip_connections", "07": "instance_segmentation"}
+LESSON_NAMES = {"01": "patch_classification", "03": "multiscale", "04": "recurrent_refinement",
+                "05": "transposed_convolution", "06": "skip_connections", "07": "instance_segmentation"}
 
 
 def models_of(name: str) -> list[str]:
@@ -216,6 +225,10 @@ class SemanticTask:
 
     def set_epoch(self, epoch: int) -> None:
         pass
+
+    def trainable(self, model: nn.Module) -> nn.Module:
+        """The module DDP wraps and the loss calls (its ``forward`` must produce what :meth:`loss` needs)."""
+        return model
 
     def loss(self, model, batch, device, channels_last):
         images, masks = batch
@@ -346,6 +359,50 @@ class UpsamplingTask(SemanticTask):
         return {"psnr": 10 * math.log10(1.0 / max(mse, 1e-12)), "mse": mse}
 
 
+class _Unrolled(nn.Module):
+    """forward(x) -> the logits of every iteration of a recurrent refiner (DDP syncs gradients only through
+    ``forward``, so the unrolled pass must be one)."""
+
+    def __init__(self, refiner: nn.Module):
+        super().__init__()
+        self.refiner = refiner
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.refiner.forward_all(x)
+
+
+class RecurrentTask(SemanticTask):
+    """Lesson 04: the same CNN refines its own labels; loss after every unrolled iteration; mIoU per iteration."""
+
+    def trainable(self, model):
+        return _Unrolled(model)
+
+    def loss(self, model, batch, device, channels_last):
+        from .recurrent import unrolled_loss
+
+        images, masks = batch
+        per_iteration = model(_to_device(images, device, channels_last))   # [(B, C, H, W)] * iterations
+        return unrolled_loss([lg.float() for lg in per_iteration], masks.to(device, non_blocking=True)), \
+            images.shape[0]
+
+    @torch.no_grad()
+    def evaluate(self, model, test_set, info, batch_size, autocast) -> dict:
+        cms, ba = None, BoundaryAccuracy(2)
+        for images, masks in DataLoader(D.shard(test_set, info), batch_size=batch_size):
+            with autocast():
+                per_iteration = model.forward_all(images.to(info.device))
+            cms = cms or [ConfusionMatrix(self.num_classes) for _ in per_iteration]
+            for cm, logits in zip(cms, per_iteration):
+                cm.update(logits.argmax(1).cpu(), masks)
+            ba.update(per_iteration[-1].argmax(1).cpu(), masks)
+        by_iteration = [D.reduce_confusion(cm, info).compute() for cm in cms]
+        sums = D.reduce_sums({"correct": ba.correct, "total": ba.total}, info)
+        out = {k: by_iteration[-1][k] for k in ("miou", "pixel_acc", "iou")}
+        out["boundary_acc"] = sums["correct"] / sums["total"] if sums["total"] else float("nan")
+        out["miou_by_iteration"] = [m["miou"] for m in by_iteration]
+        return out
+
+
 class InstanceTask(SemanticTask):
     """Detection-style models: ``model(images, targets)`` returns a dict of losses in training mode and
     per-image predictions (``masks``, ``labels``, ``scores``) in eval mode; scored by mask AP."""
@@ -388,7 +445,8 @@ class InstanceTask(SemanticTask):
         return {"ap50": out["ap50"], "ap70": out["ap70"], "ap": out["ap"]}
 
 
-TASKS = {"semantic": SemanticTask, "patches": PatchTask, "upsampling": UpsamplingTask, "instance": InstanceTask}
+TASKS = {"semantic": SemanticTask, "patches": PatchTask, "recurrent": RecurrentTask, "upsampling": UpsamplingTask,
+         "instance": InstanceTask}
 
 
 # ============================================================================= one run
@@ -581,6 +639,8 @@ def _train(name: str, spec: ModelSpec, config: RunConfig, info: D.DistInfo) -> R
             kept = [r for r in read_metrics(metrics_path) if r["step"] <= step]
             _write_atomic(metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
     elif info.is_main:
+        if config.resume:
+            say(f"[{name}] --resume: no checkpoint in {out}, starting a new run")
         out.mkdir(parents=True, exist_ok=True)
         for old in (ckpt_path, metrics_path):
             if old.exists():
@@ -591,7 +651,7 @@ def _train(name: str, spec: ModelSpec, config: RunConfig, info: D.DistInfo) -> R
                                                        "compile": config.compile}, indent=2))
     D.barrier(info)
 
-    ddp = D.wrap_model(model, info, sync_batchnorm=config.sync_bn,
+    ddp = D.wrap_model(task.trainable(model), info, sync_batchnorm=config.sync_bn,
                        find_unused_parameters=task.find_unused_parameters)
     net = torch.compile(ddp) if config.compile else ddp
     stop = min(total_steps, config.steps) if config.steps is not None else total_steps

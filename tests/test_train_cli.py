@@ -61,6 +61,7 @@ def test_lessons_name_their_models():
     assert T.models_of("FCN8s") == ["fcn8s"]
     assert "patch_cnn" in T.models_of("01")
     assert "cascade" in T.models_of("07_instance_segmentation")
+    assert T.models_of("04") == ["recurrent"]
     for lesson in T.LESSON_NAMES:
         assert T.models_of(lesson), f"lesson {lesson} has no model"
 
@@ -103,14 +104,14 @@ def test_every_model_builds_and_runs_one_loss(name):
     batch = [train_set[i] for i in range(2)]
     batch = (task.collate or torch.utils.data.default_collate)(batch)
     model.train()
-    loss, n = task.loss(model, batch, torch.device("cpu"), channels_last=False)
+    loss, n = task.loss(task.trainable(model), batch, torch.device("cpu"), channels_last=False)
     loss.backward()
     assert n == 2 and loss.dim() == 0 and torch.isfinite(loss)
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert any(g is not None and g.abs().sum() > 0 for g in grads)
 
 
-@pytest.mark.parametrize("name", ["patch_cnn", "multiscale", "deconv_upsampler", "cascade"])  # one per task
+@pytest.mark.parametrize("name", ["patch_cnn", "multiscale", "recurrent", "deconv_upsampler", "cascade"])  # each task
 def test_a_few_steps_write_checkpoint_and_metrics(tmp_path, name):
     result = T.train_model(name, _config(tmp_path / name, steps=3))
     record = result.record
