@@ -50,6 +50,7 @@ student: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench_scenes.py
+	$(BIN)/python scripts/bench_fully_conv.py
 	$(BIN)/python scripts/bench_transposed.py
 	$(BIN)/python scripts/bench_training.py
 

@@ -286,7 +286,7 @@ def _num_outputs(model: nn.Module) -> int | None:
 
 # ----------------------------------------------------------------------------- dense labelling
 def dense_scores_by_patches(model: nn.Module, image: torch.Tensor, patch_size: int, device: torch.device,
-                            batch_size: int = 1024, progress: bool = False) -> torch.Tensor:
+                            batch_size: int = 256, progress: bool = False) -> torch.Tensor:
     """Score every pixel of image float[3, H, W] by classifying its own patch: float[num_classes, H, W].
 
     The slide's loop: for every pixel, extract its P x P patch and run the CNN on it (in batches of
@@ -312,7 +312,7 @@ def dense_scores_by_patches(model: nn.Module, image: torch.Tensor, patch_size: i
 
 @torch.no_grad()
 def dense_labels_by_patches(model: nn.Module, images: torch.Tensor, patch_size: int, device: torch.device,
-                            batch_size: int = 1024, progress: bool = False) -> torch.Tensor:
+                            batch_size: int = 256, progress: bool = False) -> torch.Tensor:
     """Label maps int64[N, H, W] of images float[N, 3, H, W] by the per-pixel patch loop."""
     if images.dim() != 4:
         raise ValueError(f"images must be [N, C, H, W], got shape {tuple(images.shape)}")
@@ -323,7 +323,7 @@ def dense_labels_by_patches(model: nn.Module, images: torch.Tensor, patch_size: 
 
 
 def evaluate_by_patches(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, patch_size: int,
-                        device: torch.device, num_classes: int, batch_size: int = 1024,
+                        device: torch.device, num_classes: int, batch_size: int = 256,
                         progress: bool = False) -> dict:
     """Dense-label ``images`` pixel by pixel and score them: pixel_acc, iou, miou, class_acc, boundary_acc."""
     pred = dense_labels_by_patches(model, images, patch_size, device, batch_size, progress)
@@ -389,7 +389,7 @@ class PatchLessonConfig:
 @torch.no_grad()
 def evaluate_sampled_pixels(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, patch_size: int,
                             device: torch.device, num_classes: int, n_pixels: int, seed: int = 0,
-                            batch_size: int = 1024) -> dict:
+                            batch_size: int = 256) -> dict:
     """Metrics of the per-pixel classifier on ``n_pixels`` test pixels drawn uniformly from all images.
 
     Classifying a pixel is exactly what dense labelling does for that pixel, so this is an unbiased
