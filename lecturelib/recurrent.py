@@ -6,7 +6,7 @@ previous class-probability map* and outputs refined logits:
 
     p_0 = uniform,   logits_t = cnn([image, p_{t-1}]),   p_t = softmax(logits_t)
 
-Each pass can only look a few pixels around a pixel (a small receptive field),
+Each pass can only look a few tens of pixels around a pixel (three poolings),
 but the probabilities it reads already summarise a window around every
 neighbour, so the context grows with every iteration. The network is trained
 unrolled over several iterations (a loss after each, gradients flowing through
@@ -57,16 +57,28 @@ class RefinementConfig:
         return cls(**base)
 
 
+def refinement_features(in_channels: int, width: int) -> nn.Sequential:
+    """Lesson 03's small CNN followed by a third pooling stage (max-pool 2, conv3×3 + BatchNorm + ReLU).
+
+    Tensor[N, in_channels, H, W] -> Tensor[N, 2 * width, H // 8, W // 8]. Like the paper's per-iteration network,
+    it pools, so one pass sees a window of a few tens of pixels: enough to tell many garments apart, not enough to
+    see the largest items and their neighbours whole; the iterations add the rest of the context.
+    """
+    return nn.Sequential(*conv_features(in_channels, width), nn.MaxPool2d(2),
+                         nn.Conv2d(2 * width, 2 * width, 3, padding=1, bias=False), nn.BatchNorm2d(2 * width),
+                         nn.ReLU(inplace=True))
+
+
 class RefinementCNN(nn.Module):
     """The CNN applied at every iteration: Tensor[N, 3 + C, H, W] (image + probabilities) -> logits [N, C, H, W]."""
 
     def __init__(self, num_classes: int, width: int, hidden: int, in_channels: int = 3):
         super().__init__()
-        self.features = conv_features(in_channels + num_classes, width)   # (N, 2w, H/4, W/4)
+        self.features = refinement_features(in_channels + num_classes, width)   # (N, 2w, H/8, W/8)
         self.classifier = pixel_classifier(2 * width, hidden, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.classifier(self.features(x))                          # (N, C, H/4, W/4)
+        logits = self.classifier(self.features(x))                          # (N, C, H/8, W/8)
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
@@ -103,8 +115,9 @@ class RecurrentRefiner(nn.Module):
         iterations = self.config.train_iterations if iterations is None else iterations
         if not isinstance(iterations, (int, np.integer)) or iterations < 1:
             raise ValueError(f"iterations must be an int >= 1 (1 = the plain network), got {iterations!r}")
-        if x.dim() != 4 or min(x.shape[-2:]) < 4:
-            raise ValueError(f"RecurrentRefiner: expected images [N, 3, H, W] with H, W >= 4, got {tuple(x.shape)}")
+        if x.dim() != 4 or min(x.shape[-2:]) < 8:
+            raise ValueError(f"RecurrentRefiner: expected images [N, 3, H, W] with H, W >= 8 (the network pools three "
+                             f"times), got {tuple(x.shape)}")
         logits = self.initial_logits(x)
         outs = []
         for _ in range(int(iterations)):
@@ -117,17 +130,23 @@ class RecurrentRefiner(nn.Module):
 
 
 def unrolled_loss(logits_per_iteration: list[torch.Tensor], target: torch.Tensor,
-                  ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
-    """Mean over iterations of the pixel cross-entropy: every iteration must be a good labelling."""
+                  ignore_index: int = IGNORE_INDEX, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over iterations of the pixel cross-entropy: every iteration must be a good labelling.
+
+    ``weight`` (float[C]): optional class weights (see :func:`lecturelib.multiscale.class_weights`).
+    """
     if not logits_per_iteration:
         raise ValueError("unrolled_loss: logits_per_iteration is empty; run at least one iteration")
-    losses = [F.cross_entropy(lg, target, ignore_index=ignore_index) for lg in logits_per_iteration]
+    losses = [F.cross_entropy(lg, target, weight=weight, ignore_index=ignore_index) for lg in logits_per_iteration]
     return torch.stack(losses).mean()
 
 
 def train_refiner(model: RecurrentRefiner, loader, device: torch.device, *, amp: bool = False,
-                  progress: bool = True) -> list[float]:
-    """Train unrolled over ``config.train_iterations`` (AdamW + one-cycle); returns the mean loss per epoch."""
+                  progress: bool = True, weight: torch.Tensor | None = None) -> list[float]:
+    """Train unrolled over ``config.train_iterations`` (AdamW + one-cycle); returns the mean loss per epoch.
+
+    ``weight``: optional class weights of the loss (float[C]).
+    """
     from .training import _autocast
 
     cfg = model.config
@@ -136,6 +155,7 @@ def train_refiner(model: RecurrentRefiner, loader, device: torch.device, *, amp:
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr,
                                                     total_steps=max(1, cfg.epochs * len(loader)), pct_start=0.2)
     use_amp = amp and device.type == "cuda"
+    weight = None if weight is None else weight.to(device)
     losses = []
     for epoch in range(cfg.epochs):
         model.train()
@@ -144,7 +164,7 @@ def train_refiner(model: RecurrentRefiner, loader, device: torch.device, *, amp:
                                     leave=False):
             images, targets = images.to(device), targets.to(device)
             with _autocast(device, use_amp):
-                loss = unrolled_loss(model.forward_all(images, cfg.train_iterations), targets)
+                loss = unrolled_loss(model.forward_all(images, cfg.train_iterations), targets, weight=weight)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss.item()}; lower the learning rate")
             optimizer.zero_grad(set_to_none=True)

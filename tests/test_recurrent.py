@@ -79,9 +79,14 @@ def test_gradients_flow_through_every_iteration():
 
 def test_receptive_field_grows_with_iterations():
     model = _model()
-    rfs = [empirical_receptive_field(lambda x, k=k: model(x, iterations=k), size=64) for k in (1, 2, 3)]
-    assert rfs[0] < rfs[1] < rfs[2]
+    rfs = [empirical_receptive_field(lambda x, k=k: model(x, iterations=k), size=256) for k in (1, 2, 3)]
+    assert rfs[0] < rfs[1] < rfs[2] < 256
     assert rfs[2] >= 2 * rfs[0]
+
+
+def test_features_have_output_stride_8():
+    feats = _model().cnn.features(torch.rand(2, 3 + 4, 40, 24))
+    assert feats.shape == (2, 8, 5, 3)
 
 
 def test_flops_grow_linearly():
@@ -109,5 +114,7 @@ def test_bad_inputs():
         RefinementConfig(train_iterations=0)
     with pytest.raises(ValueError, match="must agree"):
         refinement_step(_model().cnn, torch.rand(1, 3, 16, 16), torch.rand(1, 4, 8, 8))
+    with pytest.raises(ValueError, match="H, W >= 8"):
+        _model()(torch.rand(1, 3, 4, 16))
     with pytest.raises(ValueError, match="empty"):
         unrolled_loss([], torch.zeros(1, 4, 4, dtype=torch.long))
