@@ -46,10 +46,11 @@ def mask_iou(a, b) -> torch.Tensor:
     if a.shape[1:] != b.shape[1:]:
         raise ValueError(f"mask sizes differ: a is {tuple(a.shape[1:])}, b is {tuple(b.shape[1:])}; "
                          "paste predicted masks into the full image first")
-    fa = a.reshape(a.shape[0], -1).double()               # (N, HW)
-    fb = b.reshape(b.shape[0], -1).double()               # (M, HW)
-    inter = fa @ fb.T                                      # (N, M)
-    union = fa.sum(1)[:, None] + fb.sum(1)[None, :] - inter
+    # counts are exact in float32 up to 2**24 pixels; the division is done in float64
+    fa = a.reshape(a.shape[0], -1).float()                # (N, HW)
+    fb = b.reshape(b.shape[0], -1).float()                # (M, HW)
+    inter = (fa @ fb.T).double()                           # (N, M)
+    union = fa.sum(1).double()[:, None] + fb.sum(1).double()[None, :] - inter
     return torch.where(union > 0, inter / union.clamp(min=1), torch.zeros_like(inter))
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -74,20 +75,23 @@ def warp_regions(image: torch.Tensor, boxes: torch.Tensor, masks: torch.Tensor, 
     return crops, mcrops
 
 
-def mask_nms(masks: torch.Tensor, scores: torch.Tensor, threshold: float) -> torch.Tensor:
+def mask_nms(masks: torch.Tensor, scores: torch.Tensor, threshold: float,
+             iou: torch.Tensor | None = None) -> torch.Tensor:
     """Region non-maximum suppression: keep a mask unless a higher-scoring kept mask overlaps it with
-    mask IoU > ``threshold``. masks bool[D, H, W], scores float[D] -> kept indices (int64), best first."""
+    mask IoU > ``threshold``. masks bool[D, H, W], scores float[D] -> kept indices (int64), best first.
+    ``iou`` (float[D, D]): the masks' pairwise IoU, if already computed (then ``masks`` may be None)."""
     order = scores.argsort(descending=True)
     if len(order) == 0:
         return order
-    iou = mask_iou(masks[order], masks[order])                           # (D, D)
+    iou = mask_iou(masks, masks) if iou is None else iou
+    overlap = (iou[order][:, order] > threshold).numpy()                # (D, D), best first
     keep = []
-    suppressed = torch.zeros(len(order), dtype=torch.bool)
+    suppressed = np.zeros(len(order), bool)
     for i in range(len(order)):
         if suppressed[i]:
             continue
         keep.append(i)
-        suppressed |= iou[i] > threshold
+        suppressed |= overlap[i]
     return order[torch.tensor(keep, dtype=torch.long)]
 
 
@@ -101,12 +105,17 @@ def select_detections(boxes: torch.Tensor, probs: torch.Tensor, masks: torch.Ten
     """
     keep_r, keep_c, keep_s = [], [], []
     nonempty = binary.flatten(1).any(1)
+    live = torch.nonzero(nonempty & (probs[:, 1:] > score_threshold).any(1)).flatten()
+    iou = torch.zeros(len(binary), len(binary), dtype=torch.float64)
+    if len(live):                                                        # pairwise IoU once, shared by all classes
+        iou[live[:, None].cpu(), live[None].cpu()] = mask_iou(binary[live].cpu(), binary[live].cpu())
     for c in range(1, probs.shape[1]):
         s = probs[:, c]
         cand = torch.nonzero((s > score_threshold) & nonempty).flatten()
         if len(cand) == 0:
             continue
-        kept = cand[mask_nms(binary[cand].cpu(), s[cand].cpu(), nms_threshold).to(cand.device)]
+        ci = cand.cpu()
+        kept = cand[mask_nms(None, s[ci].cpu(), nms_threshold, iou[ci][:, ci]).to(cand.device)]
         keep_r.append(kept)
         keep_c.append(torch.full_like(kept, c))
         keep_s.append(s[kept])
