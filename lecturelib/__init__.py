@@ -15,7 +15,13 @@ def show_source(obj) -> None:
         src = inspect.getsource(obj)
     except (TypeError, OSError) as exc:
         raise ValueError(f"show_source: no Python source for {obj!r} ({exc}); pass a function or class") from exc
-    print(f"# {inspect.getsourcefile(obj)}")
+    from pathlib import Path
+
+    path = Path(inspect.getsourcefile(obj)).resolve()
+    package_root = Path(__file__).resolve().parent.parent
+    # print the path inside the course (lecturelib/...), never this machine's folders
+    shown = path.relative_to(package_root) if path.is_relative_to(package_root) else path.name
+    print(f"# {shown}")
     print(src)
 
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .viz import _image_uint8 as _as_uint8_image  # one image converter for the whole library
+
 
 @dataclass(frozen=True)
 class SuperpixelConfig:
@@ -38,16 +40,6 @@ class SuperpixelConfig:
             raise ValueError(f"SuperpixelConfig.method must be 'felzenszwalb' or 'slic', got {self.method!r}")
 
 
-def _as_uint8_image(image) -> np.ndarray:
-    """uint8[H, W, 3] from uint8[H, W, 3], float[H, W, 3] in [0, 1] or a tensor [3, H, W]."""
-    img = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
-    if img.ndim == 3 and img.shape[0] == 3 and img.shape[-1] != 3:
-        img = img.transpose(1, 2, 0)
-    if img.ndim != 3 or img.shape[-1] != 3:
-        raise ValueError(f"image must be [H, W, 3] or [3, H, W], got shape {img.shape}")
-    if img.dtype != np.uint8:
-        img = np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)
-    return img
 
 
 def superpixels(image, config: SuperpixelConfig = SuperpixelConfig()) -> np.ndarray:
