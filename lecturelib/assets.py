@@ -1,4 +1,4 @@
-"""Shipped data files and their integrity (COURSE.md §2).
+"""Shipped data files and their integrity.
 
 ``data/MANIFEST`` lists every shipped file with its sha256. :func:`data_file`
 returns a verified path or raises an error naming the file and the command that

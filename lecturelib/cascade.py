@@ -23,7 +23,6 @@ and ``masks`` float[D, 1, H, W] (probabilities).
 from __future__ import annotations
 
 import math
-import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -32,9 +31,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.models.detection.roi_heads import paste_masks_in_image
 from torchvision.ops import box_iou, nms, roi_align
-from tqdm.auto import tqdm
 
+from .scenes import NUM_CLASSES
 from .sds import select_detections
+
+ANCHOR_CACHE = 8   # anchor sets kept per model (one per feature-map size and device)
 
 BBOX_CLIP = math.log(1000.0 / 16)
 
@@ -135,12 +136,17 @@ class Backbone(nn.Module):
         return self.smooth(p2)                                       # (N, 2w, H/4, W/4)
 
 
-@dataclass
+@dataclass(frozen=True)
 class CascadeConfig:
-    """Sizes of the cascade. Anchor sizes are fractions of the image side (items are 22-75 % of it)."""
+    """The recipe of the cascade and of Mask R-CNN (lesson 07): sizes and training.
 
-    num_classes: int = 11
+    Anchor sizes are fractions of the image side (items are 22-75 % of it). image_size: the scene side
+    (Mask R-CNN does not resize). epochs, batch_size, lr, grad_clip: training (AdamW, one-cycle).
+    """
+
+    num_classes: int = NUM_CLASSES
     width: int = 16
+    image_size: int = 64
     anchor_sizes: tuple = (0.19, 0.38, 0.62)
     anchor_ratios: tuple = (0.5, 1.0, 2.0)
     rpn_pos_iou: float = 0.6
@@ -159,6 +165,17 @@ class CascadeConfig:
     score_threshold: float = 0.05
     mask_nms: float = 0.5
     detections: int = 100
+    epochs: int = 12
+    batch_size: int = 16
+    lr: float = 3e-3
+    grad_clip: float = 10.0
+
+    @classmethod
+    def from_profile(cls, profile, **changes) -> "CascadeConfig":
+        """The lesson's recipe for ``profile``: half the profile's batch for twice its epochs."""
+        base = dict(width=profile.width, image_size=profile.image_size, epochs=2 * profile.epochs,
+                    batch_size=max(2, profile.batch_size // 2))
+        return cls(**{**base, **changes})
 
     def __post_init__(self):
         if self.num_classes < 2:
@@ -196,8 +213,12 @@ class MaskCascade(nn.Module):
 
     # ------------------------------------------------------------------ stage 1
     def anchors(self, feature_size: tuple[int, int], image_size: int, device) -> torch.Tensor:
-        key = (feature_size, image_size, str(device))
+        """The anchors of a feature map, float[h * w * A, 4] (x0, y0, x1, y1); the last few sizes are cached
+        (at most ``ANCHOR_CACHE`` entries, so images of ever new sizes cannot grow the cache without bound)."""
+        key = (tuple(feature_size), image_size, str(device))
         if key not in self._anchor_cache:
+            if len(self._anchor_cache) >= ANCHOR_CACHE:
+                self._anchor_cache.pop(next(iter(self._anchor_cache)))     # the oldest entry
             sizes = [s * image_size for s in self.config.anchor_sizes]
             self._anchor_cache[key] = make_anchors(feature_size, self.backbone.stride, sizes,
                                                    self.config.anchor_ratios).to(device)
@@ -339,57 +360,6 @@ def postprocess(boxes, probs, masks, image_hw, score_threshold: float, nms_thres
     H, W = image_hw
     full = paste_masks_in_image(masks, boxes, (H, W), padding=1) if len(boxes) else masks.new_zeros(0, 1, H, W)
     return select_detections(boxes, probs, full, full[:, 0] >= 0.5, score_threshold, nms_threshold, detections)
-
-
-# ----------------------------------------------------------------------------- training (shared with Mask R-CNN)
-@dataclass
-class DetectorTrainConfig:
-    epochs: int = 6
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
-    progress: bool = True
-    grad_clip: float = 10.0
-
-
-def train_detector(model: nn.Module, loader, device: torch.device, config: DetectorTrainConfig) -> dict:
-    """Plain loop for torchvision-style detectors: ``model(images, targets)`` returns a dict of losses.
-
-    AdamW + one-cycle schedule; the loss is the sum of the dict. Returns the per-epoch mean of each
-    loss and the training seconds.
-    """
-    model.to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    steps = max(1, config.epochs * len(loader))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=steps, pct_start=0.2)
-    history: dict = {"loss": []}
-    start = time.perf_counter()
-    for epoch in range(config.epochs):
-        model.train()
-        sums: dict = {}
-        n = 0
-        for images, targets in tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not config.progress,
-                                    leave=False):
-            images = [im.to(device) for im in images]
-            targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
-            losses = model(images, targets)
-            loss = sum(losses.values())
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss.item()} ({ {k: v.item() for k, v in losses.items()} }); "
-                                         "lower the learning rate")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(params, config.grad_clip)
-            opt.step()
-            sched.step()
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + v.item()
-            n += 1
-        for k, v in sums.items():
-            history.setdefault(k, []).append(v / max(n, 1))
-        history["loss"].append(sum(sums.values()) / max(n, 1))
-    history["seconds"] = time.perf_counter() - start
-    return history
 
 
 def cascade_stages(model: MaskCascade, image: torch.Tensor, top: int = 6) -> OrderedDict:

@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
+from .metrics import IGNORE_INDEX
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 
 
@@ -71,7 +73,7 @@ class SegmentationFolder(Dataset):
         mask = np.asarray(mask_img).astype(np.int64)
         if mask.shape != image.shape[:2]:
             raise ValueError(f"{mask_path}: mask size {mask.shape} differs from image size {image.shape[:2]}")
-        bad = (mask >= self.num_classes) & (mask != 255)
+        bad = (mask >= self.num_classes) & (mask != IGNORE_INDEX)
         if bad.any():
             raise ValueError(f"{mask_path}: labels {sorted(np.unique(mask[bad]))[:5]} are >= num_classes="
                              f"{self.num_classes}; raise num_classes or map them to 255 (ignore)")

@@ -57,7 +57,7 @@ def deconv_block(cin: int, cout: int, n: int) -> nn.Sequential:
 class DeconvNet(nn.Module):
     """forward(x (Tensor[N, 3, H, W])) -> {"out": logits Tensor[N, num_classes, H, W]}."""
 
-    def __init__(self, num_classes: int = 11, config: VGGConfig | None = None):
+    def __init__(self, num_classes: int, config: VGGConfig | None = None):
         super().__init__()
         config = config or VGGConfig()
         if not isinstance(num_classes, int) or num_classes < 1:
@@ -92,7 +92,7 @@ class DeconvNet(nn.Module):
         return {"out": self.score(x)}                                             # (N, K, H, W)
 
 
-def deconvnet(num_classes: int = 11, width: int = 16, in_channels: int = 3,
+def deconvnet(num_classes: int, width: int = 16, in_channels: int = 3,
               config: VGGConfig | None = None) -> DeconvNet:
     """DeconvNet on the same VGG-like encoder as :func:`lecturelib.fcn.fcn32s` (same ``width`` / ``config``)."""
     return DeconvNet(num_classes, config or VGGConfig(width=width, in_channels=in_channels))

@@ -34,6 +34,8 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.utils.data import DistributedSampler, Subset
 
+from .session import choose_device
+
 ENV_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
@@ -82,12 +84,8 @@ def init_distributed(device: str | torch.device = "auto") -> DistInfo:
     local_rank = _env_int("LOCAL_RANK", 0)
     if world < 1 or not (0 <= rank < world):
         raise ValueError(f"RANK={rank} and WORLD_SIZE={world} are inconsistent; launch with torchrun")
-    if isinstance(device, str) and device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
+    device = choose_device(device)
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("device 'cuda' asked for but no CUDA GPU is visible; use --device cpu")
         n_gpus = torch.cuda.device_count()
         if local_rank >= n_gpus:
             raise ValueError(f"LOCAL_RANK={local_rank} but this machine has {n_gpus} GPU(s); "

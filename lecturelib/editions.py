@@ -1,4 +1,4 @@
-"""The student edition: solution cells replaced by stubs, outputs cleared (COURSE.md §5).
+"""The student edition: solution cells replaced by stubs, outputs cleared.
 
 Convention: an exercise's solution is a code cell tagged ``solution`` that holds
 only imports and function definitions. In the student edition every function in

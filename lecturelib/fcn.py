@@ -30,6 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .scenes import NUM_CLASSES
 from .upsampling import bilinear_upsampler
 
 MIN_SIZE = 32  # five 2x2 pools: the coarsest map needs at least one full cell
@@ -231,7 +232,7 @@ class FCN(nn.Module):
         return {"out": self.head(self.backbone(x), x.shape[-2:])}
 
 
-def fcn(stride: int, num_classes: int = 11, width: int = 16, in_channels: int = 3,
+def fcn(stride: int, num_classes: int, width: int = 16, in_channels: int = 3,
         config: VGGConfig | None = None) -> FCN:
     """FCN with output stride 32, 16 or 8 on a VGG-like backbone.
 
@@ -246,17 +247,17 @@ def fcn(stride: int, num_classes: int = 11, width: int = 16, in_channels: int = 
     return FCN(backbone, FCNHead(backbone.out_channels, num_classes, stride))
 
 
-def fcn32s(num_classes: int = 11, width: int = 16, in_channels: int = 3, config: VGGConfig | None = None) -> FCN:
+def fcn32s(num_classes: int, width: int = 16, in_channels: int = 3, config: VGGConfig | None = None) -> FCN:
     """FCN-32s: scores from fc7 only, upsampled 32x (fixed bilinear)."""
     return fcn(32, num_classes, width, in_channels, config)
 
 
-def fcn16s(num_classes: int = 11, width: int = 16, in_channels: int = 3, config: VGGConfig | None = None) -> FCN:
+def fcn16s(num_classes: int, width: int = 16, in_channels: int = 3, config: VGGConfig | None = None) -> FCN:
     """FCN-16s: fc7 scores upsampled 2x (learned) plus pool4 scores, upsampled 16x."""
     return fcn(16, num_classes, width, in_channels, config)
 
 
-def fcn8s(num_classes: int = 11, width: int = 16, in_channels: int = 3, config: VGGConfig | None = None) -> FCN:
+def fcn8s(num_classes: int, width: int = 16, in_channels: int = 3, config: VGGConfig | None = None) -> FCN:
     """FCN-8s: the FCN-16s fusion upsampled 2x (learned) plus pool3 scores, upsampled 8x."""
     return fcn(8, num_classes, width, in_channels, config)
 
@@ -277,6 +278,32 @@ def transfer_weights(source: FCN, target: FCN) -> FCN:
                          "build both with the same width and config")
     target.load_state_dict(shared, strict=False)
     return target
+
+
+# ----------------------------------------------------------------------------- the lesson's recipe
+@dataclass(frozen=True)
+class SkipLessonConfig:
+    """The recipe of lesson 06, shared by FCN-32s/16s/8s and DeconvNet: one backbone width, one budget.
+
+    width: channels of the backbone's first block (:class:`VGGConfig`). epochs, batch_size, lr: the
+    training every model of the lesson gets (AdamW, one-cycle).
+    """
+
+    num_classes: int = NUM_CLASSES
+    width: int = 16
+    epochs: int = 18
+    batch_size: int = 16
+    lr: float = 5e-3
+
+    @classmethod
+    def from_profile(cls, profile, **changes) -> "SkipLessonConfig":
+        """The lesson's recipe for ``profile``; ``changes`` override fields (shown in the calling cell)."""
+        base = dict(width=profile.width, epochs=3 * profile.epochs, batch_size=max(8, profile.batch_size // 2))
+        return cls(**{**base, **changes})
+
+    def vgg(self) -> VGGConfig:
+        """The backbone every model of the lesson shares."""
+        return VGGConfig(width=self.width)
 
 
 # ----------------------------------------------------------------------------- what a stride can represent

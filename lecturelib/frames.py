@@ -1,6 +1,6 @@
 """The frames of the transposed-convolution widget: pure functions from settings to arrays and pictures.
 
-A frame is what the widget shows at one step (COURSE.md §3.5):
+A frame is what the widget shows at one step:
 
 * :func:`scatter_frame` -- step *t* takes the *t*-th input value (row-major), scales the kernel with it and
   writes the result into the *full* output (before ``padding`` crops it): which cells it writes, the

@@ -1,4 +1,4 @@
-"""Fully convolutional networks (COURSE.md §3.2): Overfeat's efficient sliding window.
+"""Fully convolutional networks (lesson 02): Overfeat's efficient sliding window.
 
 A classifier of the form ``convs/pools -> Flatten -> Linear -> ... -> Linear`` is
 turned into a network of convolutions only: the first Linear, which reads a
@@ -21,16 +21,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .patch import pad_for_patches
+from .transposed import pair
 
 # layers that act on every position (or every channel) alone: valid before and after the Flatten
 ELEMENTWISE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.ELU, nn.Hardswish,
                nn.Hardsigmoid, nn.Identity, nn.Dropout)
 # layers that are convolutional already (work on any input size): kept as they are before the Flatten
 SPATIAL = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, nn.BatchNorm2d, nn.Dropout2d) + ELEMENTWISE
-
-
-def _pair(v) -> tuple[int, int]:
-    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
 def linear_to_conv(linear: nn.Linear, in_channels: int, kernel_size: int | tuple[int, int]) -> nn.Conv2d:
@@ -41,7 +38,7 @@ def linear_to_conv(linear: nn.Linear, in_channels: int, kernel_size: int | tuple
     """
     if not isinstance(linear, nn.Linear):
         raise ValueError(f"linear_to_conv needs an nn.Linear, got {type(linear).__name__}")
-    kh, kw = _pair(kernel_size)
+    kh, kw = pair(kernel_size, "kernel_size")
     if in_channels * kh * kw != linear.in_features:
         raise ValueError(f"Linear has in_features={linear.in_features} but in_channels * kh * kw = "
                          f"{in_channels} * {kh} * {kw} = {in_channels * kh * kw}; pass the shape of the map it reads")
@@ -57,7 +54,7 @@ def linear_to_conv(linear: nn.Linear, in_channels: int, kernel_size: int | tuple
 def _adaptive_to_fixed(pool: nn.Module, in_hw: tuple[int, int]) -> nn.Module:
     """Adaptive pooling at the reference size -> a fixed window pool that slides with stride 1."""
     out = pool.output_size
-    oh, ow = _pair(out if out is not None else in_hw)
+    oh, ow = pair(out if out is not None else in_hw, "output size")
     h, w = in_hw
     if h % oh or w % ow:
         raise ValueError(f"{type(pool).__name__}(output_size={out}) on a {h}x{w} map has uneven windows; "
@@ -87,7 +84,7 @@ def to_fully_convolutional(classifier: nn.Sequential, input_size: int | tuple[in
     if not isinstance(classifier, nn.Sequential):
         raise ValueError(f"to_fully_convolutional needs an nn.Sequential, got {type(classifier).__name__}; "
                          "wrap your layers: nn.Sequential(features, nn.Flatten(), head)")
-    h, w = _pair(input_size)
+    h, w = pair(input_size, "input_size")
     layers = list(classifier.named_children())
     flat_at = [i for i, (_, m) in enumerate(layers) if isinstance(m, nn.Flatten)]
     if len(flat_at) != 1:
@@ -177,10 +174,10 @@ def receptive_field_of(layers: list[tuple[int, int]]) -> tuple[int, int]:
     (10, 4)
     """
     rf, jump = 1, 1
-    for i, pair in enumerate(layers):
-        if len(pair) != 2 or min(pair) < 1:
-            raise ValueError(f"layer {i}: expected a (kernel, stride) pair of positive ints, got {pair!r}")
-        kernel, stride = pair
+    for i, layer in enumerate(layers):
+        if len(layer) != 2 or min(layer) < 1:
+            raise ValueError(f"layer {i}: expected a (kernel, stride) pair of positive ints, got {layer!r}")
+        kernel, stride = layer
         rf += (kernel - 1) * jump      # each new tap reaches `jump` input pixels further
         jump *= stride
     return rf, jump
@@ -195,9 +192,9 @@ def layer_geometry(model: nn.Module) -> list[dict]:
     rows, rf, jump = [], 1, 1
     for name, m in model.named_modules():
         if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
-            k = _pair(m.kernel_size)[0]
-            s = _pair(m.stride if m.stride is not None else m.kernel_size)[0]
-            d = _pair(getattr(m, "dilation", 1))[0]
+            k = pair(m.kernel_size)[0]
+            s = pair(m.stride if m.stride is not None else m.kernel_size)[0]
+            d = pair(getattr(m, "dilation", 1))[0]
             rf = rf + (k - 1) * d * jump
             jump = jump * s
             rows.append({"layer": name, "type": type(m).__name__, "kernel": k, "stride": s,
@@ -220,7 +217,7 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
 
     def conv_hook(m, inp, out):
         nonlocal total
-        kh, kw = _pair(m.kernel_size)
+        kh, kw = pair(m.kernel_size)
         total += out[0].numel() * (m.in_channels // m.groups) * kh * kw
 
     def linear_hook(m, inp, out):

@@ -1,10 +1,12 @@
-"""Segmentation metrics from an accumulated confusion matrix (STYLE.md §8).
+"""Segmentation metrics from an accumulated confusion matrix.
 
 Rows are ground truth, columns predictions; pixels labelled ``ignore_index``
 (255) are dropped. IoU is averaged only over classes that occur (in the ground
 truth or the predictions) so an absent class never turns the mean into NaN.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -131,3 +133,13 @@ def segmentation_report(pred: torch.Tensor, target: torch.Tensor, num_classes: i
     out = cm.compute()
     out["boundary_acc"] = ba.compute()
     return out
+
+
+def psnr_from_mse(mse: float, peak: float = 1.0) -> float:
+    """Peak signal-to-noise ratio in dB of a mean squared error, for signals with maximum ``peak``."""
+    return 10 * math.log10(peak ** 2 / max(float(mse), 1e-12))
+
+
+def psnr(pred: torch.Tensor, target: torch.Tensor) -> float:
+    """PSNR in dB of images ``pred`` (clipped to [0, 1]) against ``target``, both float[..., H, W] in [0, 1]."""
+    return psnr_from_mse(F.mse_loss(pred.double().clamp(0, 1), target.double()).item())

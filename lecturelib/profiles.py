@@ -1,4 +1,4 @@
-"""Profiles: one setting that sizes every lesson (COURSE.md §4).
+"""Profiles: one setting that sizes every lesson.
 
 ``quick`` is the default on a CPU and made the committed notebook outputs;
 ``full`` is the default when a CUDA GPU is present. The environment variable

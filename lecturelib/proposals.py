@@ -20,9 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from skimage.color import rgb2hsv
-from skimage.segmentation import felzenszwalb
 
 from .mask_ap import mask_iou
+from .superpixels import SuperpixelConfig, superpixels
+from .viz import image_uint8
 
 
 @dataclass(frozen=True)
@@ -56,22 +57,15 @@ class ProposalConfig:
 
 
 def _image_array(image) -> np.ndarray:
-    """uint8[H, W, 3] or float[3, H, W] tensor in [0, 1] -> float64[H, W, 3] in [0, 1]."""
-    if isinstance(image, torch.Tensor):
-        image = image.detach().cpu()
-        if image.dim() == 3 and image.shape[0] == 3:
-            image = image.permute(1, 2, 0)
-        image = image.numpy()
-    img = np.asarray(image)
-    if img.ndim != 3 or img.shape[-1] != 3:
-        raise ValueError(f"image must be [H, W, 3] (uint8) or a tensor [3, H, W] in [0, 1], got shape {img.shape}")
-    return img.astype(np.float64) / 255.0 if img.dtype == np.uint8 else img.astype(np.float64)
+    """uint8[H, W, 3] or float[3, H, W] tensor in [0, 1] -> float64[H, W, 3] in [0, 1] (via :func:`image_uint8`)."""
+    return image_uint8(image).astype(np.float64) / 255.0
 
 
-def superpixels(image, scale: float = 40.0, sigma: float = 0.5, min_size: int = 12) -> np.ndarray:
-    """Felzenszwalb over-segmentation: int64[H, W] labels 0..R-1."""
-    img = _image_array(image)
-    return felzenszwalb(img, scale=scale, sigma=sigma, min_size=int(min_size)).astype(np.int64)
+def felzenszwalb_regions(image, scale: float, sigma: float = 0.5, min_area: float = 0.003) -> np.ndarray:
+    """Selective search's starting regions: :func:`lecturelib.superpixels.superpixels` (Felzenszwalb) with
+    ``min_area`` as a share of the image (not of a 64x64 image). int64[H, W], ids 0..R-1."""
+    return superpixels(image, SuperpixelConfig(method="felzenszwalb", scale=scale, sigma=sigma,
+                                               min_size=min_area * 64 ** 2))
 
 
 def neighbours(labels: np.ndarray) -> set[tuple[int, int]]:
@@ -167,7 +161,7 @@ def selective_search(image, config: ProposalConfig = ProposalConfig()) -> torch.
     seen, masks = set(), []
     min_area = config.min_area * H * W
     for scale in config.scales:
-        labels = superpixels(img, scale, config.sigma, max(1, round(config.min_size * H * W)))
+        labels = felzenszwalb_regions(img, scale, config.sigma, config.min_size)
         n = int(labels.max()) + 1
         for space in config.color_spaces:
             hist = colour_histograms(spaces[space], labels, n, config.bins)

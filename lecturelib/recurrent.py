@@ -23,38 +23,42 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from .metrics import IGNORE_INDEX, BoundaryAccuracy, ConfusionMatrix
 from .multiscale import conv_features, pixel_classifier
+from .scenes import NUM_CLASSES
 
 
 @dataclass(frozen=True)
 class RefinementConfig:
-    """Sizes and training of a :class:`RecurrentRefiner`.
+    """The recipe of lesson 04: sizes of a :class:`RecurrentRefiner` and how it trains.
 
     width: channels of the CNN's first convs; hidden: per-pixel classifier channels;
-    train_iterations: how many times the CNN is unrolled during training; epochs, lr: training.
+    train_iterations: how many times the CNN is unrolled during training; epochs, lr, batch_size:
+    training; class_balance: power of the inverse-frequency class weights (0 = unweighted).
     """
 
-    num_classes: int = 11
+    num_classes: int = NUM_CLASSES
     width: int = 16
     hidden: int = 64
     train_iterations: int = 3
     epochs: int = 6
     lr: float = 3e-3
+    batch_size: int = 16
+    class_balance: float = 0.5
 
     def __post_init__(self):
-        for name in ("num_classes", "width", "hidden", "train_iterations", "epochs"):
+        for name in ("num_classes", "width", "hidden", "train_iterations", "epochs", "batch_size"):
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or v < (2 if name == "num_classes" else 1):
                 raise ValueError(f"RefinementConfig.{name} must be a positive int, got {v!r}")
 
     @classmethod
-    def from_profile(cls, profile, num_classes: int = 11, **changes) -> "RefinementConfig":
-        base = dict(num_classes=num_classes, width=profile.width, hidden=4 * profile.width, epochs=profile.epochs)
-        base.update(changes)
-        return cls(**base)
+    def from_profile(cls, profile, **changes) -> "RefinementConfig":
+        """The lesson's recipe for ``profile``; ``changes`` override fields (shown in the calling cell)."""
+        base = dict(width=profile.width, hidden=4 * profile.width, train_iterations=3, epochs=profile.epochs + 4,
+                    lr=1e-2, batch_size=max(8, profile.batch_size // 2))
+        return cls(**{**base, **changes})
 
 
 def refinement_features(in_channels: int, width: int) -> nn.Sequential:
@@ -97,7 +101,8 @@ def refinement_step(cnn: nn.Module, image: torch.Tensor, prev_logits: torch.Tens
 class RecurrentRefiner(nn.Module):
     """Pinheiro & Collobert's recurrent CNN: the same :class:`RefinementCNN` applied ``iterations`` times.
 
-    forward(x, iterations=None) -> the last iteration's logits (``config.train_iterations`` by default);
+    forward(x, iterations=None) -> {"out": the last iteration's logits} (``config.train_iterations`` by default;
+    torchvision's output contract, like every segmentation model of the course);
     forward_all(x, iterations) -> the logits after every iteration, a list of ``iterations`` tensors.
     Iteration 1 starts from uniform probabilities (all-zero logits): it is the plain network.
     """
@@ -125,8 +130,8 @@ class RecurrentRefiner(nn.Module):
             outs.append(logits)
         return outs
 
-    def forward(self, x: torch.Tensor, iterations: int | None = None) -> torch.Tensor:
-        return self.forward_all(x, iterations)[-1]
+    def forward(self, x: torch.Tensor, iterations: int | None = None) -> dict[str, torch.Tensor]:
+        return {"out": self.forward_all(x, iterations)[-1]}
 
 
 def unrolled_loss(logits_per_iteration: list[torch.Tensor], target: torch.Tensor,
@@ -139,42 +144,6 @@ def unrolled_loss(logits_per_iteration: list[torch.Tensor], target: torch.Tensor
         raise ValueError("unrolled_loss: logits_per_iteration is empty; run at least one iteration")
     losses = [F.cross_entropy(lg, target, weight=weight, ignore_index=ignore_index) for lg in logits_per_iteration]
     return torch.stack(losses).mean()
-
-
-def train_refiner(model: RecurrentRefiner, loader, device: torch.device, *, amp: bool = False,
-                  progress: bool = True, weight: torch.Tensor | None = None) -> list[float]:
-    """Train unrolled over ``config.train_iterations`` (AdamW + one-cycle); returns the mean loss per epoch.
-
-    ``weight``: optional class weights of the loss (float[C]).
-    """
-    from .training import _autocast
-
-    cfg = model.config
-    model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr,
-                                                    total_steps=max(1, cfg.epochs * len(loader)), pct_start=0.2)
-    use_amp = amp and device.type == "cuda"
-    weight = None if weight is None else weight.to(device)
-    losses = []
-    for epoch in range(cfg.epochs):
-        model.train()
-        total, count = 0.0, 0
-        for images, targets in tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
-                                    leave=False):
-            images, targets = images.to(device), targets.to(device)
-            with _autocast(device, use_amp):
-                loss = unrolled_loss(model.forward_all(images, cfg.train_iterations), targets, weight=weight)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss.item()}; lower the learning rate")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            total += loss.item() * len(images)
-            count += len(images)
-        losses.append(total / max(count, 1))
-    return losses
 
 
 @torch.no_grad()

@@ -1,4 +1,4 @@
-"""Course scenes: Fashion-MNIST items composited on real photographs (COURSE.md §2).
+"""Course scenes: Fashion-MNIST items composited on real photographs.
 
 A scene is made by :func:`make_scene` from a NumPy generator seeded with
 ``(seed, split, index)``, so scene *i* of split *s* with seed *k* is the same on
@@ -23,11 +23,11 @@ from scipy import ndimage
 from torch.utils.data import Dataset
 
 from .assets import data_file
+from .metrics import IGNORE_INDEX  # noqa: F401  (the label of unlabelled pixels, re-exported)
 
 CLASS_NAMES = ("background", "T-shirt/top", "trouser", "pullover", "dress", "coat",
                "sandal", "shirt", "sneaker", "bag", "ankle boot")
 NUM_CLASSES = len(CLASS_NAMES)  # 11, background included
-IGNORE_INDEX = 255
 SPLITS = {"train": 0, "test": 1}
 # Photographs and textures shipped inside scikit-image's wheel.
 BACKGROUND_NAMES = ("astronaut", "brick", "camera", "chelsea", "coffee", "coins", "grass",

@@ -15,19 +15,20 @@ proposals. That is what the cascade of ``lecturelib.cascade`` removes.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 from torchvision.ops import roi_align
 from tqdm.auto import tqdm
 
 from .mask_ap import mask_iou
 from .proposals import ProposalConfig, masks_to_boxes, selective_search
+from .scenes import NUM_CLASSES
+from .tasks import RegionTask
 
 
 def mask_with_mean(crops: torch.Tensor, masks: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
@@ -147,7 +148,7 @@ class SDSNet(nn.Module):
     box, region (Tensor[P, 3, s, s], mean-subtracted) -> logits Tensor[P, num_classes].
     """
 
-    def __init__(self, num_classes: int = 11, width: int = 16, hidden: int = 128):
+    def __init__(self, num_classes: int, width: int = 16, hidden: int = 128):
         super().__init__()
         self.box_path = _pathway(width)
         self.region_path = _pathway(width)
@@ -158,20 +159,38 @@ class SDSNet(nn.Module):
         return self.head(torch.cat([self.box_path(box), self.region_path(region)], 1))
 
 
-@dataclass
+@dataclass(frozen=True)
 class SDSConfig:
-    """SDS sizes. ``crop``: side of the warped crops fed to the CNN (R-CNN warps to 227 px from ~500 px images)."""
+    """The recipe of SDS (lesson 07): sizes, proposal sampling and training.
 
-    num_classes: int = 11
+    crop: side of the warped crops fed to the CNN (R-CNN warps to 227 px from ~500 px images).
+    context: margin around each box, as a fraction of its side. pos_iou: mask IoU that makes a proposal a
+    positive. per_scene: positives and negatives sampled per training scene (each). n_scenes: training
+    scenes whose proposals are used (selective search is slow). epochs, batch_size, lr: training of the
+    two-pathway CNN on the crops.
+    """
+
+    num_classes: int = NUM_CLASSES
     width: int = 16
     crop: int = 32
     context: float = 0.1
     pos_iou: float = 0.5
-    per_scene: int = 24            # positives and negatives sampled per training scene (each)
+    per_scene: int = 24
     score_threshold: float = 0.05
     nms: float = 0.3
     detections: int = 100
+    n_scenes: int = 128
+    epochs: int = 3
+    batch_size: int = 128
+    lr: float = 3e-3
     proposals: ProposalConfig = field(default_factory=ProposalConfig)
+
+    @classmethod
+    def from_profile(cls, profile, **changes) -> "SDSConfig":
+        """The lesson's recipe for ``profile``: a quarter of the train scenes (at most 256) give proposals."""
+        base = dict(width=profile.width, per_scene=16, n_scenes=min(profile.n_train // 4, 256),
+                    epochs=max(1, profile.epochs // 2))
+        return cls(**{**base, **changes})
 
 
 class SDS(nn.Module):
@@ -249,33 +268,16 @@ def build_training_crops(dataset, indices, config: SDSConfig, seed: int = 0,
     return TensorDataset(torch.cat(crops), torch.cat(mcrops), torch.cat(labels))
 
 
-def train_sds(model: SDS, crops: TensorDataset, device: torch.device, epochs: int = 4, batch_size: int = 128,
-              lr: float = 3e-3, progress: bool = True, seed: int = 0) -> dict:
-    """Fine-tune the two-pathway CNN on warped proposal crops with cross-entropy (AdamW, one-cycle)."""
-    model.to(device)
-    loader = DataLoader(crops, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
-    opt = torch.optim.AdamW(model.net.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(1, epochs * len(loader)),
-                                                pct_start=0.2)
-    history = {"loss": []}
-    start = time.perf_counter()
-    for epoch in range(epochs):
-        model.train()
-        total, n = 0.0, 0
-        for box, mask, label in tqdm(loader, desc=f"SDS epoch {epoch + 1}/{epochs}", disable=not progress,
-                                     leave=False):
-            box, mask, label = box.to(device), mask.to(device), label.to(device)
-            box_in, region_in = model.inputs(box, mask)
-            loss = F.cross_entropy(model.net(box_in, region_in), label)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item() * len(label)
-            n += len(label)
-        history["loss"].append(total / max(n, 1))
-    history["seconds"] = time.perf_counter() - start
-    return history
+def region_task(config: SDSConfig, train, test=None, seed: int = 0, progress: bool = False) -> RegionTask:
+    """SDS's training task: the proposals of the first ``config.n_scenes`` train scenes, labelled, sampled and
+    warped (:func:`build_training_crops`), with the mean colour of those scenes as the mean image.
+
+    train / test: datasets of (image, target) pairs in the detection format. Returns a
+    :class:`lecturelib.tasks.RegionTask`; train the model with :func:`lecturelib.training.fit`.
+    """
+    indices = range(min(config.n_scenes, len(train)))
+    crops = build_training_crops(train, indices, config, seed=seed, progress=progress)
+    return RegionTask(config, crops, test, mean=dataset_mean(train, indices))
 
 
 def dataset_mean(dataset, indices) -> torch.Tensor:

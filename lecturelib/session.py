@@ -1,7 +1,6 @@
 """The first cell of every notebook: ``course = lecturelib.setup()``."""
 from __future__ import annotations
 
-import os
 import platform
 import random
 from dataclasses import dataclass
@@ -69,8 +68,6 @@ def setup(seed: int = 0, profile: str | Profile | None = None, device: str | tor
     set_seed(seed)
     dev = choose_device(device)
     prof = get_profile(profile, cuda_available=(dev.type == "cuda"))
-    if dev.type == "cpu" and os.environ.get("LECTURELIB_THREADS"):
-        torch.set_num_threads(int(os.environ["LECTURELIB_THREADS"]))
     course = Course(seed=int(seed), device=dev, profile=prof)
     if verbose:
         import torchvision

@@ -1,4 +1,4 @@
-"""Bottom-up segmentation: superpixels and label voting (Farabet et al., TPAMI 2013, §3.3 of the course).
+"""Bottom-up segmentation: superpixels and label voting (Farabet et al., TPAMI 2013; lesson 03).
 
 A network that classifies pixels from downsampled feature maps draws blurry,
 blocky object edges. An external, bottom-up segmentation of the image into
@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .viz import _image_uint8 as _as_uint8_image  # one image converter for the whole library
+from .metrics import IGNORE_INDEX
+from .viz import image_uint8
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ def superpixels(image, config: SuperpixelConfig = SuperpixelConfig()) -> np.ndar
     """Cut ``image`` (uint8[H, W, 3], float in [0, 1], or Tensor[3, H, W]) into superpixels: int64[H, W], ids 0..S-1."""
     from skimage.segmentation import felzenszwalb, slic
 
-    img = _as_uint8_image(image)
+    img = image_uint8(image)
     area = img.shape[0] * img.shape[1] / 64 ** 2
     if config.method == "felzenszwalb":
         seg = felzenszwalb(img, scale=config.scale, sigma=config.sigma,
@@ -103,7 +104,7 @@ def vote_batch(labels: torch.Tensor, images: torch.Tensor, config: SuperpixelCon
     return torch.from_numpy(np.stack(out))
 
 
-def oracle_vote(target, segments, ignore_index: int = 255) -> np.ndarray:
+def oracle_vote(target, segments, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
     """The best any voting can do with these superpixels: the vote of the *true* labels (ignore pixels skipped)."""
     t = np.asarray(target).astype(np.int64)
     C = int(t[t != ignore_index].max(initial=0)) + 2

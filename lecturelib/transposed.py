@@ -1,4 +1,4 @@
-"""Transposed convolution three ways: scatter, gather and matrix (COURSE.md §3.5).
+"""Transposed convolution three ways: scatter, gather and matrix (lesson 05).
 
 All three compute exactly what ``F.conv_transpose2d`` computes:
 
@@ -30,10 +30,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .metrics import psnr  # noqa: F401  (lesson 05 reports it: T.psnr)
+
 
 # ----------------------------------------------------------------------------- sizes
-def _pair(value, name: str) -> tuple[int, int]:
-    """An int or a pair of ints -> (height value, width value)."""
+def pair(value, name: str = "value") -> tuple[int, int]:
+    """An int or a pair of ints -> (height value, width value). Raises ValueError naming ``name`` otherwise."""
     if isinstance(value, bool):
         raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
     if isinstance(value, int):
@@ -124,8 +126,8 @@ def _geometry(x: torch.Tensor, weight: torch.Tensor, stride, padding, output_pad
                          f"(weight layout is [C_in, C_out/groups, kH, kW])")
     if x.shape[1] % groups:
         raise ValueError(f"groups={groups} must divide the {x.shape[1]} input channels")
-    s, p = _pair(stride, "stride"), _pair(padding, "padding")
-    op, d = _pair(output_padding, "output_padding"), _pair(dilation, "dilation")
+    s, p = pair(stride, "stride"), pair(padding, "padding")
+    op, d = pair(output_padding, "output_padding"), pair(dilation, "dilation")
     k = (int(weight.shape[2]), int(weight.shape[3]))
     in_hw = (int(x.shape[2]), int(x.shape[3]))
     out_hw = tuple(conv_transpose_output_size(in_hw[a], k[a], s[a], p[a], op[a], d[a]) for a in range(2))
@@ -178,7 +180,7 @@ def zero_insert(x: torch.Tensor, stride=2) -> torch.Tensor:
     """Put ``stride - 1`` zeros between neighbouring pixels: Tensor[N, C, H, W] -> [N, C, (H-1)s+1, (W-1)s+1]."""
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
         raise ValueError(f"x must be a Tensor[N, C, H, W], got {getattr(x, 'shape', type(x).__name__)}")
-    sh, sw = _pair(stride, "stride")
+    sh, sw = pair(stride, "stride")
     if sh < 1 or sw < 1:
         raise ValueError(f"stride must be >= 1, got {stride!r}")
     N, C, H, W = x.shape
@@ -190,9 +192,9 @@ def zero_insert(x: torch.Tensor, stride=2) -> torch.Tensor:
 def gather_input(x: torch.Tensor, kernel_size, stride=1, padding=0, output_padding=0, dilation=1) -> torch.Tensor:
     """The input the gather view convolves: zero-inserted, then padded by ``d(k-1) - p`` on every side
     (plus ``output_padding`` at the bottom/right). Negative padding crops. Tensor[N, C, H', W']."""
-    kh, kw = _pair(kernel_size, "kernel_size")
-    (ph, pw), (oph, opw), (dh, dw) = _pair(padding, "padding"), _pair(output_padding, "output_padding"), \
-        _pair(dilation, "dilation")
+    kh, kw = pair(kernel_size, "kernel_size")
+    (ph, pw), (oph, opw), (dh, dw) = pair(padding, "padding"), pair(output_padding, "output_padding"), \
+        pair(dilation, "dilation")
     z = zero_insert(x, stride)
     qh, qw = gather_padding(kh, ph, dh), gather_padding(kw, pw, dw)
     return F.pad(z, (qw, qw + opw, qh, qh + oph))  # F.pad crops where the padding is negative
@@ -281,15 +283,15 @@ def conv_matrix(weight: torch.Tensor, in_size, stride=1, padding=0, dilation=1, 
         raise ValueError(f"weight must be a Tensor[C_out, C_in/groups, kH, kW], got "
                          f"{getattr(weight, 'shape', type(weight).__name__)}")
     _check_int(groups, "groups", 1)
-    H, W = _pair(in_size, "in_size")
-    (sh, sw), (ph, pw), (dh, dw) = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
+    H, W = pair(in_size, "in_size")
+    (sh, sw), (ph, pw), (dh, dw) = pair(stride, "stride"), pair(padding, "padding"), pair(dilation, "dilation")
     C_out, c_in_g, kh, kw = weight.shape
     if C_out % groups:
         raise ValueError(f"groups={groups} must divide the {C_out} output channels of the convolution")
     C_in = c_in_g * groups
     if out_size is None:
         out_size = (conv_output_size(H, kh, sh, ph, dh), conv_output_size(W, kw, sw, pw, dw))
-    Ho, Wo = _pair(out_size, "out_size")
+    Ho, Wo = pair(out_size, "out_size")
     # dense [C_out, C_in, kH, kW] weight: zero between channels of different groups
     dense = weight.new_zeros(C_out, C_in, kh, kw)
     c_out_g = C_out // groups
@@ -440,43 +442,36 @@ class ResizeConvUpsampler(nn.Module):
         return self.conv(h)
 
 
-@dataclass
+@dataclass(frozen=True)
 class UpsamplerConfig:
-    """Training of the x2 upsamplers: Adam on mean squared error, random mini-batches."""
+    """The recipe of lesson 05's x2 upsamplers: their width and how they train.
 
-    steps: int = 300
+    width: channels of the two convolutions before the upsampling layer. crop: training images are the
+    top-left crop x crop of each scene (smaller inputs, faster steps; None: whole scenes).
+    epochs, batch_size, lr: training with Adam at a constant learning rate on the mean squared error.
+    """
+
+    width: int = 16
+    crop: int | None = 32
+    epochs: int = 10
     batch_size: int = 32
     lr: float = 3e-3
-    seed: int = 0
+    optimizer: str = "adam"
+    schedule: str = "constant"
 
     def __post_init__(self):
-        if self.steps < 0 or self.batch_size < 1 or not self.lr > 0:
-            raise ValueError(f"need steps >= 0, batch_size >= 1, lr > 0; got {self}")
+        if self.width < 1 or self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
+            raise ValueError(f"UpsamplerConfig needs width, epochs, batch_size >= 1 and lr > 0; got {self}")
+        if self.crop is not None and (self.crop < 2 or self.crop % 2):
+            raise ValueError(f"UpsamplerConfig.crop must be an even side >= 2 or None, got {self.crop}")
 
-
-def train_upsampler(model: nn.Module, low: torch.Tensor, high: torch.Tensor, device: torch.device,
-                    config: UpsamplerConfig | None = None) -> list[float]:
-    """Fit ``model(low) ≈ high`` (mean squared error); returns the loss of every step.
-
-    low (Tensor[N, 3, H, W]) and high (Tensor[N, 3, 2H, 2W]).
-    """
-    if low.shape[0] != high.shape[0] or low.shape[0] == 0:
-        raise ValueError(f"low and high must hold the same non-zero number of images, got {low.shape[0]} and "
-                         f"{high.shape[0]}")
-    config = config or UpsamplerConfig()
-    gen = torch.Generator().manual_seed(config.seed)
-    model.to(device).train()
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
-    losses = []
-    for _ in range(config.steps):
-        idx = torch.randint(0, low.shape[0], (config.batch_size,), generator=gen)
-        x, y = low[idx].to(device), high[idx].to(device)
-        loss = F.mse_loss(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    return losses
+    @classmethod
+    def from_profile(cls, profile, **changes) -> "UpsamplerConfig":
+        """About 25 x the profile's epochs in optimizer steps, on crops of half the scene side."""
+        steps_per_epoch = max(1, profile.n_train // profile.batch_size)
+        base = dict(width=profile.width, crop=profile.image_size // 2, batch_size=profile.batch_size,
+                    epochs=math.ceil(25 * profile.epochs / steps_per_epoch))
+        return cls(**{**base, **changes})
 
 
 @torch.no_grad()
@@ -485,9 +480,3 @@ def predict(model: nn.Module, images: torch.Tensor, device: torch.device, batch_
     model.eval()
     outs = [model(images[i:i + batch_size].to(device)).cpu() for i in range(0, images.shape[0], batch_size)]
     return torch.cat(outs)
-
-
-def psnr(pred: torch.Tensor, target: torch.Tensor) -> float:
-    """Peak signal-to-noise ratio in dB for images in [0, 1]."""
-    mse = F.mse_loss(pred.double().clamp(0, 1), target.double()).item()
-    return 10 * math.log10(1.0 / max(mse, 1e-12))

@@ -5,6 +5,7 @@ import numpy as np
 import torch
 from torchvision.utils import draw_segmentation_masks
 
+from .metrics import IGNORE_INDEX
 from .scenes import CLASS_NAMES
 
 # background black, then ten distinct colours (one per Fashion-MNIST class), uint8 RGB
@@ -29,8 +30,9 @@ def _as_numpy(x) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
-def _image_uint8(image) -> np.ndarray:
-    """Accept uint8[H,W,3], float[H,W,3] in [0,1] or a tensor [3,H,W]; return uint8[H,W,3]."""
+def image_uint8(image) -> np.ndarray:
+    """The course's one image converter: uint8[H, W, 3], float[H, W, 3] in [0, 1] (clipped) or a tensor
+    [3, H, W] -> uint8[H, W, 3]. Raises ValueError naming the shape for anything else."""
     img = _as_numpy(image)
     if img.ndim == 3 and img.shape[0] == 3 and img.shape[-1] != 3:
         img = img.transpose(1, 2, 0)
@@ -41,7 +43,7 @@ def _image_uint8(image) -> np.ndarray:
     return img
 
 
-def colorize(mask, num_classes: int = len(CLASS_NAMES), ignore_index: int = 255) -> np.ndarray:
+def colorize(mask, num_classes: int = len(CLASS_NAMES), ignore_index: int = IGNORE_INDEX) -> np.ndarray:
     """Label map int[H, W] -> uint8[H, W, 3] with the class palette (ignore pixels white)."""
     m = _as_numpy(mask).astype(np.int64)
     if m.ndim != 2:
@@ -55,7 +57,7 @@ def colorize(mask, num_classes: int = len(CLASS_NAMES), ignore_index: int = 255)
 
 def overlay(image, mask, num_classes: int = len(CLASS_NAMES), alpha: float = 0.55) -> np.ndarray:
     """Draw label map ``mask`` over ``image`` with torchvision's ``draw_segmentation_masks``; returns uint8[H,W,3]."""
-    img = _image_uint8(image)
+    img = image_uint8(image)
     m = torch.as_tensor(_as_numpy(mask)).long()
     if m.shape != img.shape[:2]:
         raise ValueError(f"mask shape {tuple(m.shape)} differs from image size {img.shape[:2]}")
@@ -70,7 +72,7 @@ def overlay(image, mask, num_classes: int = len(CLASS_NAMES), alpha: float = 0.5
 
 def instance_overlay(image, masks, alpha: float = 0.6) -> np.ndarray:
     """Draw instance masks bool[N, H, W] over ``image``, one colour per instance."""
-    img = _image_uint8(image)
+    img = image_uint8(image)
     ms = torch.as_tensor(_as_numpy(masks)).bool()
     if ms.numel() == 0 or ms.shape[0] == 0:
         return img
@@ -105,7 +107,7 @@ def show_grid(rows: list[list], titles: list[list[str]] | None = None, row_label
             if arr.ndim == 2:
                 ax.imshow(colorize(arr, num_classes), interpolation="nearest")
             else:
-                ax.imshow(_image_uint8(arr), interpolation="nearest")
+                ax.imshow(image_uint8(arr), interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             if titles is not None:

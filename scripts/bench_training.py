@@ -10,12 +10,13 @@ spent waiting for data, the time to the model's target metric (``ModelSpec.targe
 above it, training time only) and the final metric. Then the scaling from 1 to 2 processes
 (``torchrun --nproc_per_node 2``, the same global batch, a fixed number of steps): on a CPU the two
 processes split the cores, on a multi-GPU machine each takes a GPU. And, for FCN-8s, the notebooks'
-training loop (``lecturelib.training.train_one_epoch``) on the same data as a baseline for the trainer's
-overhead. Results go to ``<out>/bench.json`` and a markdown table on stdout.
+way of training (``lecturelib.training.fit`` in-process) on the same data as a baseline for the trainer's
+overhead (no run folder, no per-epoch evaluation). Results go to ``<out>/bench.json`` and a markdown table on stdout.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -31,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from lecturelib import train as T  # noqa: E402
 from lecturelib.profiles import get_profile  # noqa: E402
+from lecturelib.training import fit, read_metrics, train_config  # noqa: E402
 
 
 def machine() -> str:
@@ -71,7 +73,7 @@ def run_cli(name: str, profile: str, out: Path, nproc: int = 1, extra: list[str]
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}")
-    return T.read_metrics(out), wall
+    return read_metrics(out), wall
 
 
 def summarise(name: str, records: list[dict], wall: float) -> dict:
@@ -91,27 +93,16 @@ def summarise(name: str, records: list[dict], wall: float) -> dict:
 
 
 def baseline_fit(profile_name: str) -> float:
-    """Images/s of the notebooks' loop (``train_one_epoch`` on a shuffled TensorDataset) for FCN-8s, one epoch."""
-    from torch.utils.data import DataLoader, TensorDataset
-
-    from lecturelib.fcn import fcn8s
-    from lecturelib.training import train_one_epoch
-
+    """Images/s of FCN-8s trained the notebook's way (``fit`` in this process, no run folder), one epoch."""
     profile = get_profile(profile_name)
+    spec = T.MODELS["fcn8s"]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    images, masks = T.scene_tensors(profile, "train", workers=profile.num_workers if device.type == "cuda" else 0)
-    loader = DataLoader(TensorDataset(images, masks), batch_size=profile.batch_size, shuffle=True, drop_last=True)
+    recipe = dataclasses.replace(spec.recipe(profile), epochs=1)
+    data = T.scene_tensors(profile, "train", workers=profile.num_workers if device.type == "cuda" else 0)
     torch.manual_seed(0)
-    model = fcn8s(width=profile.width).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    crit = torch.nn.CrossEntropyLoss(ignore_index=255)
-    amp = profile.amp and device.type == "cuda"
-    train_one_epoch(model, crit, opt, loader, device, amp=amp, progress=False)      # warm-up epoch
-    start = time.perf_counter()
-    train_one_epoch(model, crit, opt, loader, device, amp=amp, progress=False)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return len(loader) * profile.batch_size / (time.perf_counter() - start)
+    model = spec.build(recipe)
+    hist = fit(model, spec.task(recipe, data, None, 0), train_config(recipe, amp=profile.amp, progress=False), device)
+    return hist.steps * recipe.batch_size / hist.seconds
 
 
 def main(argv: list[str] | None = None) -> int:

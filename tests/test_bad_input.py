@@ -1,5 +1,6 @@
 """Bad input across the public API: a clear error that names the argument and the fix."""
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -10,7 +11,8 @@ import lecturelib
 from lecturelib import assets
 from lecturelib.metrics import BoundaryAccuracy, ConfusionMatrix, boundary_band
 from lecturelib.scenes import CourseScenes, SceneConfig, course_scene, load_items
-from lecturelib.training import TrainConfig, evaluate, load_checkpoint, logits_of
+from lecturelib.tasks import SemanticTask, logits_of
+from lecturelib.training import TrainConfig, evaluate, load_checkpoint
 from lecturelib.upsampling import bilinear_kernel, bilinear_upsampler
 from lecturelib.viz import colorize, overlay, palette
 
@@ -64,10 +66,23 @@ def test_clear_error(fn, exc, words):
 
 
 def test_evaluate_rejects_a_model_whose_output_is_too_small():
-    model = nn.Conv2d(3, 4, 3, stride=2, padding=1)
-    loader = [(torch.rand(2, 3, 16, 16), torch.zeros(2, 16, 16, dtype=torch.long))]
+    class Coarse(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+
+        def forward(self, x):
+            return {"out": self.conv(x)}
+
+    model = Coarse()
+    data = (torch.rand(2, 3, 16, 16), torch.zeros(2, 16, 16, dtype=torch.long))
+    task = SemanticTask(SimpleNamespace(num_classes=4), data, data)
     with pytest.raises(ValueError, match="upsample the logits"):
-        evaluate(model, loader, torch.device("cpu"), 4)
+        evaluate(model, task, "cpu")
+    with pytest.raises(ValueError, match="must return {'out': logits}"):
+        evaluate(model.conv, task, "cpu")
+    with pytest.raises(ValueError, match="no test set"):
+        evaluate(model, SemanticTask(SimpleNamespace(num_classes=4), data), "cpu")
 
 
 @pytest.fixture

@@ -76,7 +76,7 @@ def test_decoder_mirrors_the_fcn_encoder():
 
 
 def test_bad_inputs():
-    model = deconvnet(width=4)
+    model = deconvnet(11, width=4)
     with pytest.raises(ValueError, match="smaller than 32x32"):
         model(torch.rand(1, 3, 20, 64))
     with pytest.raises(ValueError, match="same shape"):

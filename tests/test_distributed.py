@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,9 @@ from lecturelib import distributed as D
 from lecturelib import train as T
 from lecturelib.profiles import PROFILES
 from lecturelib.session import set_seed
-from lecturelib.train import MODELS, PatchSet, RunConfig, SemanticTask
+from lecturelib.tasks import PatchSet, SemanticTask
+from lecturelib.train import MODELS, RunConfig
+from lecturelib.training import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = PROFILES["quick"].scaled(image_size=32, n_train=64, n_test=16, batch_size=16, epochs=3, width=4)
@@ -32,8 +35,9 @@ WORKER = textwrap.dedent(f"""
     out = Path(sys.argv[1])
     info = D.init_distributed("cpu")
     profile = Profile(**{TINY.as_dict()!r})
-    for name in ("deconv_upsampler", "fcn8s"):
-        config = RunConfig(profile=profile, out=out / name, steps={STEPS}, progress=False, overwrite=True)
+    for name in ("deconv_k3", "fcn8s"):
+        config = RunConfig(profile=profile, out=out / name, epochs=3, batch_size=16, steps={STEPS}, progress=False,
+                           overwrite=True)
         result = train_model(name, config, info)
         tag = f"rank{{info.rank}}of{{info.world_size}}"
         torch.save({{k: v.clone() for k, v in result.model.state_dict().items()}}, out / f"{{name}}_{{tag}}.pt")
@@ -81,10 +85,10 @@ def _relative_gap(a: dict, b: dict, init: dict) -> float:
 
 def _init(name: str) -> dict:
     set_seed(0)                                 # what train_model does before building
-    return MODELS[name].build(TINY, 11).state_dict()
+    return MODELS[name].build(T.recipe_for(name, TINY)).state_dict()
 
 
-@pytest.mark.parametrize("name", ["deconv_upsampler", "fcn8s"])
+@pytest.mark.parametrize("name", ["deconv_k3", "fcn8s"])
 def test_both_ranks_end_with_identical_weights(runs, name):
     tmp, log = runs
     r0 = _load(tmp, "two", name, "rank0of2")
@@ -102,8 +106,8 @@ def test_two_processes_match_one_with_the_same_global_batch(runs):
     """Without BatchNorm, DDP over 2 half batches computes the full batch's gradient: the weights agree up to
     float rounding (measured: ~1e-6 of the update)."""
     tmp, _ = runs
-    name = "deconv_upsampler"
-    modules = MODELS[name].build(TINY, 11).modules()
+    name = "deconv_k3"
+    modules = MODELS[name].build(T.recipe_for(name, TINY)).modules()
     assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in modules), \
         f"{name} gained BatchNorm: pick a model without it for the exact comparison"
     two = _load(tmp, "two", name, "rank0of2")
@@ -120,8 +124,8 @@ def test_batchnorm_model_matches_one_process_loosely(runs):
     """With BatchNorm each rank normalises by its own half batch (SyncBatchNorm is CUDA-only), so the runs
     differ slightly (measured: 0.1-1.3 % in the loss); the loss of every logged step must agree within 3 %."""
     tmp, _ = runs
-    one = T.read_metrics(tmp / "one" / "fcn8s")
-    two = T.read_metrics(tmp / "two" / "fcn8s")
+    one = read_metrics(tmp / "one" / "fcn8s")
+    two = read_metrics(tmp / "two" / "fcn8s")
     assert [r["step"] for r in one] == [r["step"] for r in two] == [4, STEPS]
     for r1, r2 in zip(one, two):
         assert abs(r1["train_loss"] - r2["train_loss"]) < 0.03 * r1["train_loss"], (r1["train_loss"], r2["train_loss"])
@@ -132,13 +136,12 @@ def test_reduced_metrics_equal_one_process_evaluation(runs):
     """Each rank evaluates its shard; the all-reduced confusion matrix must equal a one-process evaluation."""
     tmp, _ = runs
     record = torch.load(tmp / "two" / "fcn8s_record_2.pt", weights_only=True)
-    model = MODELS["fcn8s"].build(TINY, 11)
+    recipe = T.recipe_for("fcn8s", TINY)
+    model = MODELS["fcn8s"].build(recipe)
     model.load_state_dict(_load(tmp, "two", "fcn8s", "rank0of2"))
     model.eval()
-    task = SemanticTask(TINY, 11, workers=0)
-    _, test_set = task.datasets()
-    from contextlib import nullcontext
-    single = task.evaluate(model, test_set, D.DistInfo(), 8, nullcontext)
+    task = SemanticTask(recipe, *T.scene_data(MODELS["fcn8s"], TINY))
+    single = task.evaluate(model, task.test_set, D.DistInfo(), 8, nullcontext)
     assert abs(single["miou"] - record["miou"]) < 1e-12
     assert abs(single["boundary_acc"] - record["boundary_acc"]) < 1e-12
 

@@ -129,7 +129,7 @@ def test_transfer_weights_staged_training_keeps_the_coarse_prediction():
 
 def test_transfer_weights_rejects_unrelated_models():
     with pytest.raises(ValueError, match="share no backbone"):
-        transfer_weights(fcn32s(width=4), fcn16s(width=8))
+        transfer_weights(fcn32s(11, width=4), fcn16s(11, width=8))
 
 
 def test_fuse_skip_hand_example():
@@ -152,7 +152,7 @@ def test_crop_to_and_its_error():
 
 
 def test_output_stride_grids():
-    model = fcn8s(width=4)
+    model = fcn8s(11, width=4)
     feats = model.backbone(torch.rand(1, 3, 64, 64))
     assert feats["pool3"].shape[-2:] == (8, 8)
     assert feats["pool4"].shape[-2:] == (4, 4)
@@ -168,14 +168,14 @@ def test_output_stride_grids():
 ])
 def test_bad_inputs_give_clear_errors(bad, match):
     with pytest.raises(ValueError, match=match):
-        fcn32s(width=4)(bad)
+        fcn32s(11, width=4)(bad)
 
 
 def test_bad_arguments():
     with pytest.raises(ValueError, match="stride must be 32, 16 or 8"):
-        fcn(4, width=4)
+        fcn(4, 11, width=4)
     with pytest.raises(ValueError, match="width must be a positive int"):
-        fcn8s(width=0)
+        fcn8s(11, width=0)
     with pytest.raises(ValueError, match="num_classes"):
         fcn8s(num_classes=0)
     with pytest.raises(ValueError, match="five blocks"):
@@ -183,10 +183,10 @@ def test_bad_arguments():
 
 
 def test_only_the_heads_differ():
-    names = {n: {k.split(".")[0] for k, p in BUILDERS[n](width=4).head.named_parameters() if p.requires_grad}
+    names = {n: {k.split(".")[0] for k, p in BUILDERS[n](11, width=4).head.named_parameters() if p.requires_grad}
              for n in BUILDERS}
     assert names["32s"] == {"score_fr"}
     assert names["16s"] == {"score_fr", "score_pool4", "up2_fr"}
     assert names["8s"] == {"score_fr", "score_pool4", "up2_fr", "score_pool3", "up2_pool4"}
-    shapes = {n: [p.shape for p in BUILDERS[n](width=4).backbone.parameters()] for n in BUILDERS}
+    shapes = {n: [p.shape for p in BUILDERS[n](11, width=4).backbone.parameters()] for n in BUILDERS}
     assert shapes["32s"] == shapes["16s"] == shapes["8s"]

@@ -59,7 +59,7 @@ def test_forward_backward_shapes_no_nan(hw):
     torch.manual_seed(0)
     for model in (multiscale_net(SMALL), single_scale_baseline(SMALL)):
         x = torch.rand(2, 3, *hw)
-        out = model(x)
+        out = model(x)["out"]
         assert out.shape == (2, 5, *hw)
         out.square().mean().backward()
         assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
@@ -147,14 +147,16 @@ def test_class_weights_hand_computed():
         class_weights(torch.full((1, 2, 2), 255), 3)
 
 
-def test_train_segmenter_tiny_lowers_the_loss():
-    from lecturelib.multiscale import train_segmenter
+def test_recipe_trains_as_a_task_and_lowers_the_loss():
+    from lecturelib.tasks import SemanticTask
+    from lecturelib.training import fit, train_config
 
     torch.manual_seed(0)
     x = torch.rand(16, 3, 16, 16)
     y = (x[:, 0] > 0.5).long()
-    model = multiscale_net(MultiScaleConfig(num_classes=2, num_scales=2, width=4, hidden=8))
-    losses, seconds = train_segmenter(model, x, y, torch.device("cpu"), epochs=4, lr=1e-2, batch_size=8)
-    assert len(losses) == 4 and losses[-1] < losses[0] and seconds > 0
+    cfg = MultiScaleConfig(num_classes=2, num_scales=2, width=4, hidden=8, epochs=4, lr=1e-2, batch_size=8)
+    model = multiscale_net(cfg)
+    hist = fit(model, SemanticTask(cfg, (x, y)), train_config(cfg, progress=False), "cpu")
+    assert len(hist.train_loss) == 4 and hist.train_loss[-1] < hist.train_loss[0] and hist.seconds > 0
     with pytest.raises(ValueError, match="masks"):
-        train_segmenter(model, x, y[:3], torch.device("cpu"), epochs=1, lr=1e-2, batch_size=8)
+        SemanticTask(cfg, (x, y[:3]))

@@ -6,6 +6,9 @@ import torch.nn as nn
 
 from lecturelib import patch
 from lecturelib.checks import lesson01
+from lecturelib.metrics import segmentation_report
+from lecturelib.tasks import PatchTask
+from lecturelib.training import fit, train_config
 
 
 def naive_patch(image: np.ndarray, y: int, x: int, p: int) -> np.ndarray:
@@ -147,10 +150,12 @@ def test_training_reduces_loss_on_an_easy_task():
     images[:, 0, 4:12, 4:12] += 0.8          # a red square = class 1
     masks[:, 4:12, 4:12] = 1
     model = patch.patch_cnn(patch.PatchCNNConfig(patch_size=10, stages=2, width=4, hidden=8, num_classes=2))
-    cfg = patch.PatchTrainConfig(n_patches=512, epochs=3, batch_size=64, progress=False)
-    hist = patch.train_patch_classifier(model, images, masks, 10, torch.device("cpu"), cfg)
+    recipe = patch.PatchLessonConfig(num_classes=2, n_patches=512, epochs=3, batch_size=64)
+    task = PatchTask(recipe, (images, masks), patch_size=10)
+    hist = fit(model, task, train_config(recipe, progress=False), "cpu")
     assert hist.train_loss[-1] < hist.train_loss[0]
-    report = patch.evaluate_by_patches(model, images[:2], masks[:2], 10, torch.device("cpu"), 2)
+    pred = patch.dense_labels_by_patches(model, images[:2], 10, torch.device("cpu"))
+    report = segmentation_report(pred, masks[:2], 2)
     assert report["pixel_acc"] > 0.9
 
 
@@ -160,7 +165,7 @@ def test_lesson_config_follows_profile():
     full = patch.PatchLessonConfig.from_profile(lecturelib.get_profile("full"))
     assert full.n_patches > quick.n_patches and full.width > quick.width and full.epochs >= quick.epochs
     for p in quick.patch_sizes:
-        quick.model_config(p, 11)      # every lesson patch size fits the CNN exactly
+        assert quick.model_config(p).num_classes == 11      # every lesson patch size fits the CNN exactly
 
 
 def test_checks_pass_reference_and_fail_wrong(capsys):

@@ -11,11 +11,12 @@ from lecturelib.recurrent import (
     evaluate_iterations,
     flops_per_iteration,
     refinement_step,
-    train_refiner,
     unrolled_loss,
 )
+from lecturelib.tasks import RecurrentTask
+from lecturelib.training import fit, train_config
 
-CFG = RefinementConfig(num_classes=4, width=4, hidden=8, train_iterations=3, epochs=1)
+CFG = RefinementConfig(num_classes=4, width=4, hidden=8, train_iterations=3, epochs=1, batch_size=4)
 
 
 def _model(seed=0):
@@ -28,7 +29,7 @@ def test_one_iteration_is_the_plain_network():
     x = torch.rand(2, 3, 24, 20)
     uniform = torch.full((2, 4, 24, 20), 0.25)
     plain = model.cnn(torch.cat([x - 0.5, uniform], 1))
-    assert torch.allclose(model(x, iterations=1), plain, atol=1e-6)
+    assert torch.allclose(model(x, iterations=1)["out"], plain, atol=1e-6)
 
 
 @pytest.mark.parametrize("iterations", [1, 2, 3, 5])
@@ -40,7 +41,7 @@ def test_shapes_and_determinism(iterations):
     assert all(torch.isfinite(o).all() for o in outs)
     again = _model().forward_all(x, iterations)
     assert all(torch.equal(a, b) for a, b in zip(outs, again))
-    assert torch.equal(model(x, iterations=iterations), outs[-1])
+    assert torch.equal(model(x, iterations=iterations)["out"], outs[-1])
 
 
 def test_iterations_are_the_same_step_repeated():
@@ -101,8 +102,9 @@ def test_train_and_evaluate_tiny():
     y = (x[:, 0] > 0.5).long()
     loader = DataLoader(TensorDataset(x, y), batch_size=4)
     model = RecurrentRefiner(CFG)
-    losses = train_refiner(model, loader, torch.device("cpu"), progress=False)
-    assert len(losses) == 1 and losses[0] > 0
+    hist = fit(model, RecurrentTask(CFG, (x, y), (x, y)), train_config(CFG, progress=False), "cpu")
+    assert len(hist.train_loss) == 1 and hist.train_loss[0] > 0
+    assert len(hist.final["miou_by_iteration"]) == CFG.train_iterations
     res = evaluate_iterations(model, loader, torch.device("cpu"), 4, 3)
     assert len(res) == 3 and all(0 <= r["miou"] <= 1 for r in res)
 

@@ -13,9 +13,11 @@ from lecturelib.sds import (
     label_proposals,
     mask_nms,
     mask_with_mean,
-    train_sds,
+    region_task,
     warp_regions,
 )
+from lecturelib.tasks import RegionTask
+from lecturelib.training import fit, train_config
 
 
 def test_mask_with_mean_hand_computed():
@@ -54,14 +56,17 @@ def test_sds_pipeline_trains_and_predicts():
 
     torch.manual_seed(0)
     ds = CourseScenes("train", n=3, size=32, mode="instance")
-    cfg = SDSConfig(num_classes=11, width=4, crop=16, per_scene=4,
+    cfg = SDSConfig(num_classes=11, width=4, crop=16, per_scene=4, n_scenes=3, epochs=1, batch_size=16,
                     proposals=ProposalConfig(scales=(40.0,), color_spaces=("rgb",)))
     crops = build_training_crops(ds, range(3), cfg, progress=False)
     box, mask, labels = crops.tensors
     assert box.shape[1:] == (3, 16, 16) and mask.shape[1:] == (1, 16, 16) and (labels > 0).any()
-    model = SDS(cfg, mean=torch.full((3,), 0.4))
-    hist = train_sds(model, crops, torch.device("cpu"), epochs=1, batch_size=16, progress=False)
-    assert torch.isfinite(torch.tensor(hist["loss"])).all()
+    model = SDS(cfg)
+    task = RegionTask(cfg, crops, mean=torch.full((3,), 0.4))
+    hist = fit(model, task, train_config(cfg, progress=False), "cpu")
+    assert torch.isfinite(torch.tensor(hist.train_loss)).all()
+    assert torch.equal(model.mean, torch.full((3,), 0.4)), "the task writes the mean image into the model"
+    assert len(region_task(cfg, ds, seed=0).train_set) == len(crops)
     pred = model(ds[0][0])
     D = len(pred["scores"])
     assert pred["masks"].shape == (D, 1, 32, 32) and ((pred["labels"] >= 1) & (pred["labels"] <= 10)).all()

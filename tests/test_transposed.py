@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from lecturelib import transposed as T
+from lecturelib.tasks import UpsamplingTask
+from lecturelib.training import fit, train_config
 
 VIEWS = ["scatter", "gather", "gather_skip_zeros", "matrix", "autograd"]
 
@@ -192,12 +194,15 @@ def test_upsamplers_shapes_and_training_step():
     for model in (T.DeconvUpsampler(4), T.DeconvUpsampler(4, kernel_size=4), T.ResizeConvUpsampler(4)):
         y = model(low)
         assert y.shape == (8, 3, 16, 16) and torch.isfinite(y).all()
-        losses = T.train_upsampler(model, low, high, torch.device("cpu"), T.UpsamplerConfig(steps=3, batch_size=4))
-        assert len(losses) == 3 and all(map(lambda v: v == v, losses))
+        recipe = T.UpsamplerConfig(width=4, crop=None, epochs=3, batch_size=4)
+        hist = fit(model, UpsamplingTask(recipe, high, high), train_config(recipe, progress=False), "cpu")
+        assert hist.steps == 3 * 2 and all(map(lambda v: v == v, hist.train_loss)) and hist.final["psnr"] > 0
         assert T.predict(model, low, torch.device("cpu"), batch_size=3).shape == (8, 3, 16, 16)
     assert T.psnr(high, high) > 100
-    with pytest.raises(ValueError, match="same non-zero number"):
-        T.train_upsampler(T.ResizeConvUpsampler(4), low[:2], high, torch.device("cpu"))
+    with pytest.raises(ValueError, match="must be even"):
+        UpsamplingTask(T.UpsamplerConfig(crop=None), torch.rand(2, 3, 7, 8))
+    with pytest.raises(ValueError, match="crop"):
+        T.UpsamplerConfig(crop=3)
 
 
 def test_lesson05_checks_pass_for_right_answers_and_fail_for_wrong_ones(capsys):

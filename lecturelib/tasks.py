@@ -1,0 +1,362 @@
+"""Tasks: what a model trains on, its loss and its evaluation. Training itself is :func:`lecturelib.training.fit`.
+
+Every task is made from a lesson's recipe and its data, ``Task(recipe, train, test=None)``, and offers:
+
+- ``train_set`` / ``test_set``: datasets (``test_set`` may be None: then nothing is evaluated);
+- ``loss(model, batch, device, channels_last) -> (loss, items, parts)``: the scalar loss of one batch,
+  how many items it held and a dict of named loss terms to log (may be empty);
+- ``evaluate(model, test_set, info, batch_size, autocast) -> dict``: metrics over the test set, each
+  process scoring its share under ``torchrun`` and the sums reduced (``info``: a
+  :class:`lecturelib.distributed.DistInfo`);
+- ``key_metric``: the metric the command line prints;
+- optional: ``collate`` (the DataLoader's collate function), ``persistent_workers``,
+  ``find_unused_parameters`` (for DDP), ``set_epoch(epoch)`` (redraw per-epoch data),
+  ``trainable(model)`` (the module whose ``forward`` the loss calls) and ``prepare(model)``
+  (set data-derived buffers before training, e.g. SDS's mean image).
+
+Tasks are small independent classes: what they share is composed from the functions below
+(:func:`pixel_metrics`), never inherited. Images are float[N, 3, H, W] in [0, 1]; label maps
+int64[N, H, W] with ``IGNORE_INDEX`` (255) for unlabelled pixels.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from . import distributed as D
+from .mask_ap import MaskAP
+from .metrics import IGNORE_INDEX, BoundaryAccuracy, ConfusionMatrix, psnr_from_mse
+from .multiscale import class_weights
+from .patch import dense_labels_by_patches, extract_patches, pad_for_patches, sample_centres
+from .recurrent import unrolled_loss
+from .scenes import collate_instances
+from .training import to_device
+
+
+def logits_of(output) -> torch.Tensor:
+    """The logits of a segmentation model's output: every one returns ``{"out": logits, ...}`` (torchvision's
+    contract). Raises ValueError, naming the fix, for anything else."""
+    if not isinstance(output, dict) or "out" not in output:
+        got = f"a dict with keys {sorted(output)}" if isinstance(output, dict) else type(output).__name__
+        raise ValueError(f"a segmentation model must return {{'out': logits}} (like torchvision's), got {got}; "
+                         "wrap it or return that dict from forward")
+    return output["out"]
+
+
+def _pairs(data, name: str) -> Dataset | None:
+    """(images, masks) tensors or a Dataset -> a Dataset (None stays None)."""
+    if data is None or isinstance(data, Dataset):
+        return data
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
+        images, masks = data
+        if len(images) != len(masks):
+            raise ValueError(f"{name}: {len(images)} images but {len(masks)} masks")
+        return TensorDataset(images, masks)
+    raise ValueError(f"{name} must be a pair (images float[N, 3, H, W], masks int64[N, H, W]) or a Dataset, "
+                     f"got {type(data).__name__}")
+
+
+def _masks_of(data) -> torch.Tensor:
+    if isinstance(data, TensorDataset):
+        return data.tensors[1]
+    return torch.stack([data[i][1] for i in range(len(data))])
+
+
+def _class_weight(recipe, train_set) -> torch.Tensor | None:
+    """Class-balancing weights of the loss when the recipe asks (``class_balance`` = the power, 0: none)."""
+    power = getattr(recipe, "class_balance", 0.0)
+    return class_weights(_masks_of(train_set), recipe.num_classes, power=power) if power else None
+
+
+@torch.no_grad()
+def pixel_metrics(predict: Callable[[torch.Tensor], torch.Tensor], test_set, info: D.DistInfo, num_classes: int,
+                  batch_size: int) -> dict:
+    """miou, pixel_acc, boundary_acc, iou of label maps ``predict(images) -> int64[B, H, W]`` over ``test_set``.
+
+    One accumulated confusion matrix (rows = truth), summed over processes; boundary accuracy within
+    2 pixels of object edges.
+    """
+    cm, ba = ConfusionMatrix(num_classes), BoundaryAccuracy(2)
+    for images, masks in DataLoader(D.shard(test_set, info), batch_size=batch_size):
+        pred = predict(images.to(info.device)).cpu()
+        if pred.shape[-2:] != masks.shape[-2:]:
+            raise ValueError(f"the prediction {tuple(pred.shape[-2:])} differs from the target size "
+                             f"{tuple(masks.shape[-2:])}; upsample the logits to the input size")
+        cm.update(pred, masks)
+        ba.update(pred, masks)
+    D.reduce_confusion(cm, info)
+    sums = D.reduce_sums({"correct": ba.correct, "total": ba.total}, info)
+    out = cm.compute()
+    out["boundary_acc"] = sums["correct"] / sums["total"] if sums["total"] else float("nan")
+    return {k: out[k] for k in ("miou", "pixel_acc", "boundary_acc", "iou")}
+
+
+def mask_ap_metrics(pairs, info: D.DistInfo, num_classes: int) -> dict:
+    """ap50, ap70, ap (mask AP, :class:`lecturelib.mask_ap.MaskAP`) of (prediction, target) pairs.
+
+    Predictions hold ``masks`` (probabilities or bool), ``labels``, ``scores``; targets ``masks`` and
+    ``labels``. Every process's pairs are gathered so each scores every image: the exact global AP.
+    """
+    records = [({"masks": (p["masks"].float() > 0.5).cpu(), "labels": p["labels"].cpu(),
+                 "scores": p["scores"].float().cpu()}, {"masks": t["masks"], "labels": t["labels"]})
+               for p, t in pairs]
+    ap = MaskAP(num_classes, thresholds=(0.5, 0.7))
+    for part in D.gather_objects(records, info):
+        ap.update([p for p, _ in part], [t for _, t in part])
+    out = ap.compute()
+    return {"ap50": out["ap50"], "ap70": out["ap70"], "ap": out["ap"]}
+
+
+class SemanticTask:
+    """Scenes -> per-pixel class scores; (class-weighted) cross-entropy ignoring 255; mIoU.
+
+    recipe: needs ``num_classes``; ``class_balance`` (power of the inverse-frequency weights, 0 or
+    absent: unweighted). train / test: (images, masks) tensors or a Dataset of such pairs.
+    """
+
+    key_metric = "miou"
+
+    def __init__(self, recipe, train, test=None):
+        self.num_classes = recipe.num_classes
+        self.train_set, self.test_set = _pairs(train, "train"), _pairs(test, "test")
+        self.class_weight = _class_weight(recipe, self.train_set)
+
+    def loss(self, model, batch, device, channels_last=False):
+        images, masks = batch
+        logits = logits_of(model(to_device(images, device, channels_last)))      # (B, C, H, W)
+        weight = None if self.class_weight is None else self.class_weight.to(device)
+        loss = F.cross_entropy(logits.float(), masks.to(device, non_blocking=True), weight=weight,
+                               ignore_index=IGNORE_INDEX)
+        return loss, images.shape[0], {}
+
+    def evaluate(self, model, test_set, info, batch_size, autocast) -> dict:
+        def predict(images):
+            with autocast():
+                return logits_of(model(images)).argmax(1)
+        return pixel_metrics(predict, test_set, info, self.num_classes, batch_size)
+
+
+class _Unrolled(nn.Module):
+    """forward(x) -> the logits of every iteration of a recurrent refiner (DDP syncs gradients only through
+    ``forward``, so the whole unrolled pass must be one call)."""
+
+    def __init__(self, refiner: nn.Module, iterations: int):
+        super().__init__()
+        self.refiner, self.iterations = refiner, iterations
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.refiner.forward_all(x, self.iterations)
+
+
+class RecurrentTask:
+    """Lesson 04: the same CNN refines its own labels; loss averaged over ``recipe.train_iterations`` unrolled
+    iterations (class-weighted when ``recipe.class_balance``); mIoU after every iteration."""
+
+    key_metric = "miou"
+
+    def __init__(self, recipe, train, test=None):
+        self.num_classes, self.iterations = recipe.num_classes, recipe.train_iterations
+        self.train_set, self.test_set = _pairs(train, "train"), _pairs(test, "test")
+        self.class_weight = _class_weight(recipe, self.train_set)
+
+    def trainable(self, model):
+        return _Unrolled(model, self.iterations)
+
+    def loss(self, model, batch, device, channels_last=False):
+        images, masks = batch
+        per_iteration = model(to_device(images, device, channels_last))         # [(B, C, H, W)] * iterations
+        weight = None if self.class_weight is None else self.class_weight.to(device)
+        loss = unrolled_loss([lg.float() for lg in per_iteration], masks.to(device, non_blocking=True), weight=weight)
+        return loss, images.shape[0], {}
+
+    @torch.no_grad()
+    def evaluate(self, model, test_set, info, batch_size, autocast) -> dict:
+        by_iteration = []
+        for t in range(self.iterations):
+            def predict(images, t=t):
+                with autocast():
+                    return model.forward_all(images, t + 1)[-1].argmax(1)
+            by_iteration.append(pixel_metrics(predict, test_set, info, self.num_classes, batch_size))
+        out = dict(by_iteration[-1])
+        out["miou_by_iteration"] = [m["miou"] for m in by_iteration]
+        return out
+
+
+class PatchSet(Dataset):
+    """``n`` patches (float[3, P, P], centre label) drawn class-balanced from scenes; redrawn each epoch.
+
+    The centres of epoch e depend only on (seed, e), so every process holds the same list and the
+    sampler splits it.
+    """
+
+    def __init__(self, images, masks, patch_size: int, n: int, num_classes: int, seed: int = 0):
+        self.padded = pad_for_patches(images, patch_size)                       # (N, 3, H+P-1, W+P-1)
+        self.masks, self.patch_size, self.n, self.num_classes, self.seed = masks, patch_size, n, num_classes, seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        self.centres = sample_centres(self.masks, self.n, gen, balanced=True, num_classes=self.num_classes)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitems__(self, indices):
+        idx = torch.as_tensor(indices)
+        index, ys, xs, labels = (c[idx] for c in self.centres)
+        patches = extract_patches(self.padded, index, ys, xs, self.patch_size)  # (B, 3, P, P)
+        return list(zip(patches, labels))
+
+    def __getitem__(self, i):
+        return self.__getitems__([i])[0]
+
+
+class PatchTask:
+    """Lesson 01: patches -> centre-pixel class (cross-entropy); evaluated by dense labelling of test scenes.
+
+    recipe: ``num_classes``, ``n_patches`` (fresh class-balanced patches per epoch). ``patch_size``: P.
+    train / test: (images, masks) tensors of whole scenes.
+    """
+
+    key_metric = "miou"
+    persistent_workers = False          # workers must see the centres redrawn for each epoch
+
+    def __init__(self, recipe, train, test=None, *, patch_size: int, seed: int = 0):
+        images, masks = train
+        self.num_classes, self.patch_size = recipe.num_classes, patch_size
+        self.train_set = PatchSet(images, masks, patch_size, recipe.n_patches, recipe.num_classes, seed)
+        self.test_set = _pairs(test, "test")
+
+    def set_epoch(self, epoch: int) -> None:
+        self.train_set.set_epoch(epoch)
+
+    def loss(self, model, batch, device, channels_last=False):
+        patches, labels = batch
+        logits = model(to_device(patches, device, channels_last))                # (B, C)
+        return F.cross_entropy(logits.float(), labels.to(device, non_blocking=True)), patches.shape[0], {}
+
+    def evaluate(self, model, test_set, info, batch_size, autocast) -> dict:
+        def predict(images):
+            with autocast():
+                return dense_labels_by_patches(model, images, self.patch_size, info.device, batch_size=4096)
+        return pixel_metrics(predict, test_set, info, self.num_classes, 4)
+
+
+class UpsamplingTask:
+    """Lesson 05: x2 super-resolution. Input: the image average-pooled by 2; target: the image; MSE; PSNR.
+
+    recipe: ``crop`` (train on the top-left crop x crop of each image, None: whole images).
+    train / test: images float[N, 3, H, W] in [0, 1] (or (images, masks) pairs: the masks are unused).
+    """
+
+    key_metric = "psnr"
+
+    def __init__(self, recipe, train, test=None):
+        def pairs(images, crop):
+            images = images[0] if isinstance(images, (tuple, list)) else images
+            if crop:
+                images = images[..., :crop, :crop]
+            if images.shape[-1] % 2 or images.shape[-2] % 2:
+                raise ValueError(f"UpsamplingTask: image size {tuple(images.shape[-2:])} must be even")
+            return TensorDataset(F.avg_pool2d(images, 2), images)
+        self.train_set = pairs(train, getattr(recipe, "crop", None))
+        self.test_set = None if test is None else pairs(test, None)
+
+    def loss(self, model, batch, device, channels_last=False):
+        low, high = batch
+        pred = model(to_device(low, device, channels_last))
+        return F.mse_loss(pred.float(), high.to(device, non_blocking=True)), low.shape[0], {}
+
+    @torch.no_grad()
+    def evaluate(self, model, test_set, info, batch_size, autocast) -> dict:
+        sums = {"sq": 0.0, "n": 0.0}
+        for low, high in DataLoader(D.shard(test_set, info), batch_size=batch_size):
+            with autocast():
+                pred = model(low.to(info.device))
+            sums["sq"] += float(F.mse_loss(pred.float().clamp(0, 1).cpu(), high, reduction="sum"))
+            sums["n"] += high.numel()
+        sums = D.reduce_sums(sums, info)
+        mse = sums["sq"] / max(sums["n"], 1)
+        return {"psnr": psnr_from_mse(mse), "mse": mse}
+
+
+class InstanceTask:
+    """Lessons 07: detection-style models. ``model(images, targets)`` returns a dict of losses in training
+    mode and per-image predictions (``masks``, ``labels``, ``scores``) in eval mode; scored by mask AP.
+
+    recipe: ``num_classes``. train / test: datasets of (image, target) pairs in torchvision's detection
+    format (``CourseScenes(..., mode="instance")``).
+    """
+
+    key_metric = "ap50"
+    find_unused_parameters = True       # some heads get no gradient in a step without positive RoIs
+    collate = staticmethod(collate_instances)
+
+    def __init__(self, recipe, train, test=None):
+        self.num_classes = recipe.num_classes
+        self.train_set, self.test_set = train, test
+
+    def loss(self, model, batch, device, channels_last=False):
+        images, targets = batch
+        images = [im.to(device, non_blocking=True) for im in images]
+        targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
+        losses = model(images, targets)
+        return sum(v.float() for v in losses.values()), len(images), {k: v.detach() for k, v in losses.items()}
+
+    @torch.no_grad()
+    def evaluate(self, model, test_set, info, batch_size, autocast) -> dict:
+        loader = DataLoader(D.shard(test_set, info), batch_size=batch_size, collate_fn=collate_instances)
+        pairs = []
+        for images, targets in loader:
+            with autocast():
+                pairs += zip(model([im.to(info.device) for im in images]), targets)
+        return mask_ap_metrics(pairs, info, self.num_classes)
+
+
+class _RegionScorer(nn.Module):
+    """forward(box crops, mask crops) -> class logits of an SDS model's two-pathway network."""
+
+    def __init__(self, sds: nn.Module):
+        super().__init__()
+        self.sds = sds
+
+    def forward(self, box: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.sds.net(*self.sds.inputs(box, mask))
+
+
+class RegionTask:
+    """Lesson 07's SDS: warped proposal crops (box crop, mask crop, label) -> class, cross-entropy.
+
+    recipe: ``num_classes``. train: a TensorDataset of (box crops float[M, 3, s, s], mask crops
+    float[M, 1, s, s], labels int64[M]) from :func:`lecturelib.sds.build_training_crops`; ``mean``
+    (float[3]) is written into the model's mean-image buffer by :meth:`prepare`. test: scenes in the
+    detection format (scored by mask AP like :class:`InstanceTask`), or None.
+    """
+
+    key_metric = "ap50"
+
+    def __init__(self, recipe, train: TensorDataset, test=None, *, mean: torch.Tensor):
+        self.num_classes, self.mean = recipe.num_classes, torch.as_tensor(mean, dtype=torch.float32)
+        self.train_set, self.test_set = train, test
+
+    def prepare(self, model) -> None:
+        model.mean.copy_(self.mean)
+
+    def trainable(self, model):
+        return _RegionScorer(model)
+
+    def loss(self, model, batch, device, channels_last=False):
+        box, mask, label = (t.to(device, non_blocking=True) for t in batch)
+        return F.cross_entropy(model(box, mask).float(), label), label.shape[0], {}
+
+    @torch.no_grad()
+    def evaluate(self, model, test_set, info, batch_size, autocast) -> dict:
+        pairs = []
+        for i in range(info.rank, len(test_set), info.world_size):
+            image, target = test_set[i]
+            pairs.append((model(image.to(info.device)), target))
+        return mask_ap_metrics(pairs, info, self.num_classes)

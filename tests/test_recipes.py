@@ -1,0 +1,177 @@
+"""One recipe per model: the notebooks and ``python -m lecturelib.train`` train exactly the same models.
+
+For every model of ``--list``, the notebook's way (the calls written in its cells, checked to be there) and
+the command line's way (:data:`lecturelib.train.MODELS`) must build the same architecture (parameter count and
+state-dict keys) with the same hyper-parameters, and one seeded training step must give the same loss.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import torch
+
+from lecturelib import cascade, patch, sds
+from lecturelib import multiscale as ms
+from lecturelib import recurrent as rc
+from lecturelib import train as T
+from lecturelib import transposed as TR
+from lecturelib.deconvnet import deconvnet
+from lecturelib.fcn import SkipLessonConfig, fcn8s, fcn16s, fcn32s
+from lecturelib.maskrcnn import tiny_maskrcnn
+from lecturelib.profiles import PROFILES
+from lecturelib.scenes import NUM_CLASSES
+from lecturelib.session import set_seed
+from lecturelib.tasks import InstanceTask, PatchTask, RecurrentTask, SemanticTask, UpsamplingTask
+from lecturelib.training import count_parameters, fit, train_config
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = PROFILES["quick"].scaled(image_size=32, n_train=32, n_test=4, batch_size=8, epochs=2, width=4)
+SEED = 0
+
+
+@dataclass
+class NotebookPath:
+    """How a notebook trains one model: its file, the calls its cells must contain, and those calls."""
+
+    notebook: str
+    calls: tuple[str, ...]
+    recipe: Callable            # profile -> recipe
+    build: Callable             # recipe -> model
+    task: Callable              # (recipe, train data, seed) -> task
+    run: dict                   # the run settings the notebook passes to train_config
+
+
+def _patch(P):
+    return NotebookPath(
+        "01_patch_classification.ipynb",
+        ("patch.PatchLessonConfig.from_profile(course.profile)", "patch.patch_cnn(cfg.model_config(P))",
+         "PatchTask(cfg, (train_images, train_masks), patch_size=P, seed=course.seed)",
+         "fit(models[P], task, train_config(cfg, seed=course.seed, progress=False), course.device)"),
+        patch.PatchLessonConfig.from_profile, lambda cfg: patch.patch_cnn(cfg.model_config(P)),
+        lambda cfg, data, seed: PatchTask(cfg, data, patch_size=P, seed=seed), {})
+
+
+def _multiscale(builder):
+    return NotebookPath(
+        "03_multiscale.ipynb",
+        ("ms.MultiScaleConfig.from_profile(p)", f"ms.{builder.__name__}(cfg)", "SemanticTask(cfg, (x_train, y_train))",
+         "fit(model, task, train_config(cfg, seed=course.seed, amp=course.amp, progress=False), course.device)"),
+        lambda p: ms.MultiScaleConfig.from_profile(p), builder, lambda cfg, data, seed: SemanticTask(cfg, data), {})
+
+
+def _upsampler(call, build):
+    return NotebookPath(
+        "05_transposed_convolution.ipynb",
+        ("T.UpsamplerConfig.from_profile(profile)", call, "UpsamplingTask(recipe, train_high)",
+         "fit(model, task, train_config(recipe, seed=course.seed, progress=False), course.device)"),
+        lambda p: TR.UpsamplerConfig.from_profile(p), build,
+        lambda recipe, data, seed: UpsamplingTask(recipe, data[0]), {})
+
+
+def _skip(key, builder):
+    return NotebookPath(
+        "06_skip_connections.ipynb",
+        ("recipe = SkipLessonConfig.from_profile(P)", "VGG = recipe.vgg()", key,
+         "model = build(NUM_CLASSES, config=VGG)",
+         "SemanticTask(recipe, (train_x, train_y), (test_x, test_y))",
+         "train_config(recipe, seed=course.seed, amp=course.amp, progress=False, eval_every=0)"),
+        lambda p: SkipLessonConfig.from_profile(p), lambda recipe: builder(NUM_CLASSES, config=recipe.vgg()),
+        lambda recipe, data, seed: SemanticTask(recipe, data), {"eval_every": 0})
+
+
+DETECTOR_CALLS = ("det_config = cascade.CascadeConfig.from_profile(profile)", "InstanceTask(det_config, train)",
+                  "train_config(det_config, seed=course.seed, progress=False)")
+
+NOTEBOOK: dict[str, NotebookPath] = {
+    "patch_p10": _patch(10), "patch_p22": _patch(22), "patch_p38": _patch(38),
+    "multiscale": _multiscale(ms.multiscale_net),
+    "singlescale": _multiscale(ms.single_scale_baseline),
+    "recurrent": NotebookPath(
+        "04_recurrent_refinement.ipynb",
+        ("rc.RefinementConfig.from_profile(p)", "rc.RecurrentRefiner(cfg)", "RecurrentTask(cfg, (x_train, y_train))",
+         "fit(model, task, train_config(cfg, seed=course.seed, amp=course.amp, progress=False), course.device)"),
+        lambda p: rc.RefinementConfig.from_profile(p), rc.RecurrentRefiner,
+        lambda cfg, data, seed: RecurrentTask(cfg, data), {}),
+    "deconv_k3": _upsampler('"deconv k=3": lambda: T.DeconvUpsampler(recipe.width, kernel_size=3)',
+                            lambda r: TR.DeconvUpsampler(r.width, kernel_size=3)),
+    "deconv_k4": _upsampler('"deconv k=4": lambda: T.DeconvUpsampler(recipe.width, kernel_size=4)',
+                            lambda r: TR.DeconvUpsampler(r.width, kernel_size=4)),
+    "resizeconv": _upsampler('"resize-conv": lambda: T.ResizeConvUpsampler(recipe.width)',
+                             lambda r: TR.ResizeConvUpsampler(r.width)),
+    "fcn32s": _skip('"FCN-32s": fcn32s', fcn32s),
+    "fcn16s": _skip('"FCN-16s": fcn16s', fcn16s),
+    "fcn8s": _skip('"FCN-8s": fcn8s', fcn8s),
+    "deconvnet": _skip('"DeconvNet": lambda k, config: deconvnet(k, config=config)',
+                       lambda k, config: deconvnet(k, config=config)),
+    "sds": NotebookPath(
+        "07_instance_segmentation.ipynb",
+        ("sds_config = sds.SDSConfig.from_profile(profile)", "sds_model = sds.SDS(sds_config)",
+         "sds.region_task(sds_config, train, seed=course.seed)",
+         "fit(sds_model, sds_task, train_config(sds_config, seed=course.seed, progress=False), device)"),
+        lambda p: sds.SDSConfig.from_profile(p), sds.SDS,
+        lambda cfg, data, seed: sds.region_task(cfg, data, seed=seed), {}),
+    "cascade": NotebookPath(
+        "07_instance_segmentation.ipynb", DETECTOR_CALLS + ("mnc = cascade.MaskCascade(det_config)",),
+        lambda p: cascade.CascadeConfig.from_profile(p), cascade.MaskCascade,
+        lambda cfg, data, seed: InstanceTask(cfg, data), {}),
+    "maskrcnn": NotebookPath(
+        "07_instance_segmentation.ipynb",
+        DETECTOR_CALLS + ("tiny_maskrcnn(det_config.num_classes, det_config.image_size, det_config.width, "
+                          "config=det_config)",),
+        lambda p: cascade.CascadeConfig.from_profile(p),
+        lambda c: tiny_maskrcnn(c.num_classes, c.image_size, c.width, config=c),
+        lambda cfg, data, seed: InstanceTask(cfg, data), {}),
+}
+
+
+def _code(notebook: str) -> str:
+    cells = json.loads((ROOT / "notebooks" / notebook).read_text())["cells"]
+    return "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+
+
+def test_every_command_line_model_has_a_notebook_path():
+    assert sorted(NOTEBOOK) == sorted(T.MODELS)
+
+
+@pytest.mark.parametrize("name", sorted(T.MODELS))
+def test_the_notebook_makes_these_calls(name):
+    code = _code(NOTEBOOK[name].notebook)
+    missing = [call for call in NOTEBOOK[name].calls if call not in code]
+    assert not missing, f"{NOTEBOOK[name].notebook} no longer trains {name} as this test expects: {missing}"
+
+
+@pytest.mark.parametrize("profile", ["quick", "full"])
+@pytest.mark.parametrize("name", sorted(T.MODELS))
+def test_same_recipe_architecture_and_settings(name, profile):
+    prof, nb, spec = PROFILES[profile], NOTEBOOK[name], T.MODELS[name]
+    assert nb.recipe(prof) == spec.recipe(prof) == T.recipe_for(name, prof)
+    recipe = spec.recipe(prof)
+    set_seed(SEED)
+    a = nb.build(recipe)
+    set_seed(SEED)
+    b = spec.build(recipe)
+    assert type(a) is type(b) and count_parameters(a) == count_parameters(b) > 0
+    assert list(a.state_dict()) == list(b.state_dict())
+    for k, v in a.state_dict().items():
+        assert torch.equal(v, b.state_dict()[k]), f"{name}: initial {k} differs"
+    assert train_config(recipe, seed=SEED, **nb.run).signature() == train_config(recipe, seed=SEED).signature()
+
+
+@pytest.mark.parametrize("name", sorted(T.MODELS))
+def test_one_seeded_step_gives_the_same_loss(name):
+    nb, spec = NOTEBOOK[name], T.MODELS[name]
+    recipe = T.recipe_for(name, TINY)
+    train, test = T.scene_data(spec, TINY)
+    losses = []
+    for build, make_task in ((nb.build, lambda: nb.task(recipe, train, SEED)),
+                             (spec.build, lambda: spec.task(recipe, train, test, SEED))):
+        set_seed(SEED)
+        model = build(recipe)
+        hist = fit(model, make_task(), train_config(recipe, seed=SEED, progress=False, steps=1, eval_every=0),
+                   "cpu")
+        losses.append(hist.train_loss[0])
+    assert losses[0] == losses[1], f"{name}: notebook loss {losses[0]} != command-line loss {losses[1]}"
