@@ -286,7 +286,9 @@ class SkipLessonConfig:
     """The recipe of lesson 06, shared by FCN-32s/16s/8s and DeconvNet: one backbone width, one budget.
 
     width: channels of the backbone's first block (:class:`VGGConfig`). epochs, batch_size, lr: the
-    training every model of the lesson gets (AdamW, one-cycle).
+    training every model of the lesson gets (AdamW, one-cycle). class_balance: power of the
+    inverse-frequency class weights of the loss (as in lessons 03-04; 0 = unweighted): unweighted, the
+    coarse FCN-32s settles on predicting background almost everywhere, since background is most pixels.
     """
 
     num_classes: int = NUM_CLASSES
@@ -294,6 +296,7 @@ class SkipLessonConfig:
     epochs: int = 18
     batch_size: int = 16
     lr: float = 5e-3
+    class_balance: float = 0.5
 
     @classmethod
     def from_profile(cls, profile, **changes) -> "SkipLessonConfig":
