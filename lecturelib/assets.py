@@ -88,9 +88,12 @@ def verify_all(folder: Path | None = None) -> list[str]:
 
 
 def write_manifest(folder: Path | None = None) -> Path:
+    """Rewrite the manifest: the sha256 of every file under ``folder`` (sub-folders too, e.g. the course
+    checkpoints), named by its path relative to ``folder``; README files and hidden files are left out."""
     folder = Path(folder) if folder is not None else data_dir()
-    names = sorted(p.name for p in folder.iterdir()
-                   if p.is_file() and p.name not in (MANIFEST_NAME, "README.md") and not p.name.startswith("."))
+    names = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                   if p.is_file() and p.name not in (MANIFEST_NAME, "README.md")
+                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
     lines = ["# sha256 of every shipped data file; verify with: python -m lecturelib.assets"]
     lines += [f"{sha256_of(folder / n)}  {n}" for n in names]
     (folder / MANIFEST_NAME).write_text("\n".join(lines) + "\n")

@@ -60,16 +60,22 @@ def _pairs(data, name: str) -> Dataset | None:
                      f"got {type(data).__name__}")
 
 
-def _masks_of(data) -> torch.Tensor:
+CLASS_WEIGHT_SCENES = 2048   # class frequencies are counted on (at most) the first 2048 training scenes
+
+
+def _masks_of(data, n: int) -> torch.Tensor:
     if isinstance(data, TensorDataset):
-        return data.tensors[1]
-    return torch.stack([data[i][1] for i in range(len(data))])
+        return data.tensors[1][:n]
+    return torch.stack([data[i][1] for i in range(min(n, len(data)))])
 
 
 def _class_weight(recipe, train_set) -> torch.Tensor | None:
-    """Class-balancing weights of the loss when the recipe asks (``class_balance`` = the power, 0: none)."""
+    """Class-balancing weights of the loss when the recipe asks (``class_balance`` = the power, 0: none),
+    from the class frequencies of the first :data:`CLASS_WEIGHT_SCENES` training scenes."""
     power = getattr(recipe, "class_balance", 0.0)
-    return class_weights(_masks_of(train_set), recipe.num_classes, power=power) if power else None
+    if not power or train_set is None:
+        return None
+    return class_weights(_masks_of(train_set, CLASS_WEIGHT_SCENES), recipe.num_classes, power=power)
 
 
 @torch.no_grad()
@@ -115,7 +121,7 @@ class SemanticTask:
     """Scenes -> per-pixel class scores; (class-weighted) cross-entropy ignoring 255; mIoU.
 
     recipe: needs ``num_classes``; ``class_balance`` (power of the inverse-frequency weights, 0 or
-    absent: unweighted). train / test: (images, masks) tensors or a Dataset of such pairs.
+    absent: unweighted). train / test: (images, masks) tensors, a Dataset of such pairs, or None.
     """
 
     key_metric = "miou"
@@ -226,13 +232,14 @@ class PatchTask:
     persistent_workers = False          # workers must see the centres redrawn for each epoch
 
     def __init__(self, recipe, train, test=None, *, patch_size: int, seed: int = 0):
-        images, masks = train
         self.num_classes, self.patch_size = recipe.num_classes, patch_size
-        self.train_set = PatchSet(images, masks, patch_size, recipe.n_patches, recipe.num_classes, seed)
+        self.train_set = None if train is None else PatchSet(*train, patch_size, recipe.n_patches, recipe.num_classes,
+                                                             seed)
         self.test_set = _pairs(test, "test")
 
     def set_epoch(self, epoch: int) -> None:
-        self.train_set.set_epoch(epoch)
+        if self.train_set is not None:
+            self.train_set.set_epoch(epoch)
 
     def loss(self, model, batch, device, channels_last=False):
         patches, labels = batch
@@ -257,6 +264,8 @@ class UpsamplingTask:
 
     def __init__(self, recipe, train, test=None):
         def pairs(images, crop):
+            if images is None:
+                return None
             images = images[0] if isinstance(images, (tuple, list)) else images
             if crop:
                 images = images[..., :crop, :crop]
@@ -264,7 +273,7 @@ class UpsamplingTask:
                 raise ValueError(f"UpsamplingTask: image size {tuple(images.shape[-2:])} must be even")
             return TensorDataset(F.avg_pool2d(images, 2), images)
         self.train_set = pairs(train, getattr(recipe, "crop", None))
-        self.test_set = None if test is None else pairs(test, None)
+        self.test_set = pairs(test, None)
 
     def loss(self, model, batch, device, channels_last=False):
         low, high = batch

@@ -30,6 +30,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -38,9 +39,9 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
+from . import checkpoints, patch, sds
 from . import distributed as D
 from . import multiscale as ms
-from . import patch, sds
 from . import recurrent as rc
 from . import transposed as T
 from .cascade import CascadeConfig, MaskCascade
@@ -179,12 +180,11 @@ def instance_scenes(profile: Profile, split: str, workers: int = 0) -> list:
     return [pair for batch in DataLoader(ds, batch_size=32, num_workers=workers, collate_fn=list) for pair in batch]
 
 
-def scene_data(spec: ModelSpec, profile: Profile, workers: int = 0) -> tuple:
-    """(train, test) data of ``spec``'s task for ``profile``."""
+def scene_data(spec: ModelSpec, profile: Profile, workers: int = 0, test_only: bool = False) -> tuple:
+    """(train, test) data of ``spec``'s task for ``profile`` (train None when ``test_only``)."""
     test_profile = profile.scaled(n_test=max(1, round(profile.n_test * spec.eval_fraction)))
-    if spec.data == "instance":
-        return instance_scenes(profile, "train", workers), instance_scenes(test_profile, "test", workers)
-    return scene_tensors(profile, "train", workers), scene_tensors(test_profile, "test", workers)
+    make = instance_scenes if spec.data == "instance" else scene_tensors
+    return None if test_only else make(profile, "train", workers), make(test_profile, "test", workers)
 
 
 # ============================================================================= one run
@@ -196,7 +196,8 @@ class RunConfig:
     (the GLOBAL batch over all processes), lr: change the recipe (None: the recipe's). steps: stop after
     this many optimizer steps (the schedule still spans all epochs). save_every: also checkpoint every
     this many steps. channels_last: "auto" (on CUDA), "on" or "off". amp: mixed precision where the
-    profile asks and on CUDA.
+    profile asks and on CUDA. export: write the trained model as a course checkpoint
+    (:func:`lecturelib.checkpoints.export`, ``data/checkpoints/<model>/seed<k>.*``); command: how it was run.
     """
 
     profile: Profile
@@ -215,6 +216,8 @@ class RunConfig:
     overwrite: bool = False
     save_every: int = 0
     progress: bool = True
+    export: bool = False
+    command: str = ""
 
 
 @dataclass
@@ -267,7 +270,12 @@ def train_model(name: str, config: RunConfig, info: D.DistInfo | None = None) ->
             about = {"model": name, "lesson": spec.lesson, "recipe": dataclasses.asdict(recipe),
                      "profile": profile.as_dict()}
             write_atomic(Path(config.out) / "recipe.json", json.dumps(jsonable(about), indent=2, default=str))
+        start = time.perf_counter()
         history = fit(model, task, run, info)
+        if config.export and info.is_main:
+            path = checkpoints.export(name, config.seed, model, task, recipe, profile, history, config.command,
+                                      time.perf_counter() - start, device)
+            print(f"[{name}] exported {path}; then run: python -m lecturelib.assets --write-manifest")
         return RunResult(record=history.final, model=model, history=history, out=Path(config.out))
     finally:
         if own_group:
@@ -303,6 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="torch.compile the model (needs a C++ compiler / Triton)")
     p.add_argument("--sync-bn", action="store_true", help="BatchNorm statistics over all GPUs (CUDA only)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--export", action="store_true",
+                   help="write the trained model as a course checkpoint to data/checkpoints/<model>/seed<k>.*")
     return p
 
 
@@ -324,7 +334,7 @@ def config_from_args(args: argparse.Namespace, cuda_available: bool) -> RunConfi
                      lr=args.lr, steps=args.steps, seed=args.seed, device=args.device, amp=not args.no_amp,
                      channels_last=args.channels_last, compile=args.compile, sync_bn=args.sync_bn,
                      resume=args.resume, overwrite=args.overwrite, save_every=args.save_every,
-                     progress=not args.no_progress)
+                     progress=not args.no_progress, export=args.export)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -342,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         config = config_from_args(args, cuda_available=info.device.type == "cuda")
+        config.command = "python -m lecturelib.train " + " ".join(argv if argv is not None else sys.argv[1:])
         if info.device.type == "cpu" and config.profile.name == "full" and info.is_main:
             print("note: the full profile on a CPU takes hours; --profile quick is the CPU setting", file=sys.stderr)
         root = args.out or Path("runs") / (names[0] if len(names) == 1 else f"lesson{MODELS[names[0]].lesson}")

@@ -42,6 +42,7 @@ from .session import choose_device
 
 CHECKPOINT = "last.pt"
 METRICS = "metrics.jsonl"
+FIRST_STEPS = 8
 OPTIMIZERS = ("adamw", "adam")
 SCHEDULES = ("onecycle", "constant")
 
@@ -119,6 +120,8 @@ class History:
     train_loss: mean loss of each epoch. parts: per-epoch means of a task's named loss terms
     (e.g. a detector's four losses). records: one dict per evaluation (epoch, step, metrics, seconds,
     images/s). seconds: training time (without evaluation). steps: optimizer steps done.
+    first_losses: the loss of each of the first :data:`FIRST_STEPS` steps of a fresh run (a fingerprint of
+    the data, the initial weights and the code: a retraining reproduces them).
     """
 
     train_loss: list = field(default_factory=list)
@@ -126,6 +129,7 @@ class History:
     records: list = field(default_factory=list)
     seconds: float = 0.0
     steps: int = 0
+    first_losses: list = field(default_factory=list)
 
     @property
     def final(self) -> dict:
@@ -317,10 +321,11 @@ class _CudaFlags:
 def train_one_epoch(net: nn.Module, task, optimizer, scheduler, batches, device: torch.device, *,
                     autocast: Callable = nullcontext, scaler: torch.amp.GradScaler | None = None,
                     grad_clip: float | None = None, channels_last: bool = False, steps: int | None = None,
-                    on_step: Callable[[], None] | None = None, bar=None) -> dict:
+                    on_step: Callable[[torch.Tensor], None] | None = None, bar=None) -> dict:
     """One pass over ``batches`` (at most ``steps`` of them): forward, loss, backward, clip, step, schedule.
 
-    ``task.loss(net, batch, device, channels_last)`` returns (loss, items, named parts). Returns
+    ``task.loss(net, batch, device, channels_last)`` returns (loss, items, named parts); ``on_step(loss)``
+    is called after every step. Returns
     sums over the pass: ``loss`` (item-weighted), ``items``, ``wait`` (seconds waiting for data),
     ``steps`` and each named part. Raises FloatingPointError when the loss is not finite.
     """
@@ -364,7 +369,7 @@ def train_one_epoch(net: nn.Module, task, optimizer, scheduler, batches, device:
         if bar is not None:
             bar.update(1)
         if on_step is not None:
-            on_step()
+            on_step(loss.detach())
     sums["loss"] = float(loss_sum)
     return sums
 
@@ -425,6 +430,8 @@ def _fit(model: nn.Module, task, config: TrainConfig, info: D.DistInfo) -> Histo
                          "processes; change the batch size or the number of processes")
     batch = config.batch_size // info.world_size
     train_set = task.train_set
+    if train_set is None:
+        raise ValueError(f"{type(task).__name__} has no training data; pass it when making the task")
     sampler = D.ResumableSampler(train_set, info, shuffle=True, seed=config.seed, drop_last=True)
     workers = config.workers
     loader = DataLoader(train_set, batch_size=batch, sampler=sampler, drop_last=True, num_workers=workers,
@@ -538,9 +545,11 @@ def _fit(model: nn.Module, task, config: TrainConfig, info: D.DistInfo) -> Histo
         bar = tqdm(total=todo, desc=f"epoch {epoch + 1}/{config.epochs}",
                    disable=not (config.progress and info.is_main), leave=False)
 
-        def on_step() -> None:
+        def on_step(loss: torch.Tensor) -> None:
             nonlocal step, train_seconds, t_last
             step += 1
+            if step <= FIRST_STEPS and len(hist.first_losses) == step - 1:
+                hist.first_losses.append(float(loss))
             if config.save_every and step % config.save_every == 0 and step % steps_per_epoch and step < stop:
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)

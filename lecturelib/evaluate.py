@@ -1,0 +1,135 @@
+"""Evaluate the course checkpoints on the test scenes: the numbers every lesson's claims rest on.
+
+    python -m lecturelib.evaluate fcn8s                  # every shipped seed of FCN-8s, one JSON line each
+    python -m lecturelib.evaluate fcn8s --seed 1 --json  # one seed
+    python -m lecturelib.evaluate 06 --check             # a lesson; exit 1 if a checkpoint no longer
+                                                         # reproduces its stored metrics (tolerance 1e-3)
+
+A checkpoint is rebuilt from its own recipe and profile (:mod:`lecturelib.checkpoints`), on the same
+test scenes it was measured on; the printed line holds ``model``, ``seed``, ``miou``, ``pixel_acc``,
+``boundary_acc`` and the task's own metric where it differs (``psnr`` for the upsamplers,
+``miou_by_iteration`` for the recurrent model).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+from functools import lru_cache
+
+import torch
+import torch.nn as nn
+
+from . import checkpoints
+from .profiles import Profile
+from .train import MODELS, models_of, scene_data
+from .training import evaluate as evaluate_task
+
+TOLERANCE = 1e-3
+REPORTED = ("miou", "pixel_acc", "boundary_acc", "psnr", "miou_by_iteration", "ap50", "ap70")
+
+
+def recipe_of(info: dict):
+    """The recipe a checkpoint was trained with, rebuilt by the lesson's code and checked against the stored one.
+
+    Raises ValueError when the code's recipe no longer matches (the checkpoint is then stale: retrain it).
+    """
+    spec = MODELS[info["model"]]
+    profile = Profile(**info["profile"])
+    recipe = spec.recipe(profile)
+    changes = {k: info["recipe"][k] for k in ("epochs", "batch_size", "lr")
+               if info["recipe"].get(k) != getattr(recipe, k)}
+    recipe = dataclasses.replace(recipe, **changes) if changes else recipe
+    now = json.loads(json.dumps(dataclasses.asdict(recipe), default=str))
+    if now != info["recipe"]:
+        diff = {k: (info["recipe"].get(k), now.get(k)) for k in set(now) | set(info["recipe"])
+                if now.get(k) != info["recipe"].get(k)}
+        raise ValueError(f"course checkpoint {info['model']} seed {info['seed']} was trained with another recipe "
+                         f"(stored vs code: {diff}); retrain it: {info['train']['command']}")
+    return recipe, profile
+
+
+def load_course_model(name: str, seed: int = 0, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """The shipped, converged model ``name`` (a model of ``python -m lecturelib.train --list``) for ``seed``,
+    in eval mode on ``device``, and its info (recipe, profile, training, stored metrics).
+
+    Raises KeyError for an unknown model, and the errors of :func:`lecturelib.checkpoints.read` (naming the
+    file and the command that retrains it) for a missing or corrupted checkpoint.
+    """
+    if name not in MODELS:
+        raise KeyError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+    state = checkpoints.read(name, seed)
+    info = state["info"]
+    recipe, _ = recipe_of(info)
+    model = checkpoints.load_half_state_dict(MODELS[name].build(recipe), state["state_dict"])
+    return model.to(device).eval(), info
+
+
+@lru_cache(maxsize=4)
+def _test_data(name: str, profile_items: tuple):
+    """The test scenes of a checkpoint's profile (cached: the models of a lesson share them)."""
+    return scene_data(MODELS[name], Profile(**dict(profile_items)), test_only=True)[1]
+
+
+def test_task(name: str, info: dict):
+    """The task (with its test scenes) a checkpoint is evaluated on."""
+    recipe, profile = recipe_of(info)
+    test = _test_data(name, tuple(sorted(profile.as_dict().items())))
+    return MODELS[name].task(recipe, None, test, info["seed"])
+
+
+def evaluate_course_model(name: str, seed: int = 0, device: str | torch.device = "cpu") -> dict:
+    """Evaluate the shipped checkpoint now, on its test scenes: {"model", "seed", metrics..., "stored": {...}}."""
+    model, info = load_course_model(name, seed, device)
+    metrics = evaluate_task(model, test_task(name, info), device, batch_size=64)
+    shown = {k: metrics[k] for k in REPORTED if k in metrics}
+    return {"model": name, "seed": seed, **shown, "stored": {k: info["metrics"][k] for k in shown}}
+
+
+def reproduces(result: dict, tolerance: float = TOLERANCE) -> list[str]:
+    """The metrics of ``result`` that differ from the stored ones by more than ``tolerance`` (empty: all agree)."""
+    bad = []
+    for k, stored in result["stored"].items():
+        now = result[k]
+        pairs = zip(now, stored) if isinstance(now, list) else [(now, stored)]
+        if any(not (math.isfinite(a) and abs(a - b) <= tolerance) for a, b in pairs):
+            bad.append(f"{k}: now {now}, stored {stored}")
+    return bad
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m lecturelib.evaluate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("target", help="a model or a lesson (see python -m lecturelib.train --list)")
+    p.add_argument("--seed", type=int, help="one seed (default: every shipped seed)")
+    p.add_argument("--json", action="store_true", help="print only the JSON lines")
+    p.add_argument("--check", action="store_true", help="exit 1 unless every checkpoint reproduces its metrics")
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args(argv)
+    try:
+        names = models_of(args.target)
+        failures, done = [], 0
+        for name in names:
+            seeds = [args.seed] if args.seed is not None else checkpoints.stored_seeds(name)
+            for seed in seeds:
+                result = evaluate_course_model(name, seed, args.device)
+                bad = reproduces(result)
+                failures += [f"{name} seed {seed}: {b}" for b in bad]
+                line = {k: v for k, v in result.items() if k != "stored"}
+                print(json.dumps(line) if args.json else f"{json.dumps(line)}  {'ok' if not bad else 'DIFFERS'}")
+                done += 1
+    except (KeyError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 2
+    if not done:
+        print(f"no course checkpoint of {args.target!r} is shipped", file=sys.stderr)
+        return 2
+    for f in failures:
+        print(f"stale: {f}", file=sys.stderr)
+    return 1 if failures and args.check else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
