@@ -88,6 +88,29 @@ def evaluate_course_model(name: str, seed: int = 0, device: str | torch.device =
     return {"model": name, "seed": seed, **shown, "stored": {k: info["metrics"][k] for k in shown}}
 
 
+def course_results(names, device: str | torch.device = "cpu") -> dict[str, list[dict]]:
+    """Every shipped seed of each model in ``names``, evaluated now: {name: [result of seed 0, seed 1, ...]}.
+
+    Raises FileNotFoundError naming the model when no checkpoint of it is shipped, and ValueError when a
+    checkpoint no longer reproduces its stored metrics (the code changed: retrain it).
+    """
+    out = {}
+    for name in names:
+        seeds = checkpoints.stored_seeds(name)
+        if not seeds:
+            raise FileNotFoundError(f"no course checkpoint of {name!r} is shipped in data/checkpoints; train it: "
+                                    f"{checkpoints.retrain_command(name, 0)}")
+        out[name] = []
+        for seed in seeds:
+            result = evaluate_course_model(name, seed, device)
+            bad = reproduces(result)
+            if bad:
+                raise ValueError(f"course checkpoint {name} seed {seed} no longer reproduces its stored metrics "
+                                 f"({'; '.join(bad)}); the code changed since it was trained: retrain it")
+            out[name].append(result)
+    return out
+
+
 def reproduces(result: dict, tolerance: float = TOLERANCE) -> list[str]:
     """The metrics of ``result`` that differ from the stored ones by more than ``tolerance`` (empty: all agree)."""
     bad = []

@@ -253,11 +253,28 @@ class PatchTask:
         return pixel_metrics(predict, test_set, info, self.num_classes, 4)
 
 
+class _LowHigh(Dataset):
+    """(image average-pooled by 2, image) pairs made item by item from a dataset of (image, mask) pairs."""
+
+    def __init__(self, scenes: Dataset, crop: int | None):
+        self.scenes, self.crop = scenes, crop
+
+    def __len__(self) -> int:
+        return len(self.scenes)
+
+    def __getitem__(self, i):
+        image = self.scenes[i][0]
+        if self.crop:
+            image = image[..., :self.crop, :self.crop]
+        return F.avg_pool2d(image[None], 2)[0], image
+
+
 class UpsamplingTask:
     """Lesson 05: x2 super-resolution. Input: the image average-pooled by 2; target: the image; MSE; PSNR.
 
     recipe: ``crop`` (train on the top-left crop x crop of each image, None: whole images).
-    train / test: images float[N, 3, H, W] in [0, 1] (or (images, masks) pairs: the masks are unused).
+    train / test: images float[N, 3, H, W] in [0, 1], (images, masks) pairs (the masks are unused) or a
+    Dataset of (image, mask) pairs (read item by item).
     """
 
     key_metric = "psnr"
@@ -266,6 +283,8 @@ class UpsamplingTask:
         def pairs(images, crop):
             if images is None:
                 return None
+            if isinstance(images, Dataset):
+                return _LowHigh(images, crop)
             images = images[0] if isinstance(images, (tuple, list)) else images
             if crop:
                 images = images[..., :crop, :crop]

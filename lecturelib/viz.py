@@ -89,8 +89,9 @@ def legend_handles(num_classes: int = len(CLASS_NAMES), names=CLASS_NAMES):
 
 
 def show_grid(rows: list[list], titles: list[list[str]] | None = None, row_labels: list[str] | None = None,
-              size: float = 2.0, legend: bool = False, num_classes: int = len(CLASS_NAMES)):
-    """Show a grid of pictures. Each entry is an image ([H,W,3] / [3,H,W]) or a label map ([H,W]).
+              size: float = 2.0, legend: bool = False, num_classes: int = len(CLASS_NAMES), dpi: int = 100):
+    """Show a grid of pictures. Each entry is an image ([H,W,3] / [3,H,W]) or a label map ([H,W]), drawn
+    without interpolation (each pixel a crisp square); ``dpi`` of the figure (100 by default).
 
     Returns the matplotlib figure.
     """
@@ -99,7 +100,7 @@ def show_grid(rows: list[list], titles: list[list[str]] | None = None, row_label
     if not rows or not all(len(r) == len(rows[0]) for r in rows):
         raise ValueError("rows must be a non-empty list of equally long lists of pictures")
     nr, nc = len(rows), len(rows[0])
-    fig, axes = plt.subplots(nr, nc, figsize=(size * nc, size * nr), squeeze=False)
+    fig, axes = plt.subplots(nr, nc, figsize=(size * nc, size * nr), squeeze=False, dpi=dpi)
     for i, row in enumerate(rows):
         for j, pic in enumerate(row):
             ax = axes[i][j]

@@ -22,7 +22,7 @@ declare -A MODELS=(
 )
 declare -A ARGS=(
   [03]="--n-train 4096 --width 32"
-  [05]="--epochs 4"
+  [05]="--epochs 16"
   [06]="--image-size 128 --width 8 --n-train 3072"
 )
 lessons=("$@")

@@ -144,7 +144,7 @@ def test_the_notebook_makes_these_calls(name):
     assert not missing, f"{NOTEBOOK[name].notebook} no longer trains {name} as this test expects: {missing}"
 
 
-@pytest.mark.parametrize("profile", ["quick", "full"])
+@pytest.mark.parametrize("profile", ["quick", "full", "course"])
 @pytest.mark.parametrize("name", sorted(T.MODELS))
 def test_same_recipe_architecture_and_settings(name, profile):
     prof, nb, spec = PROFILES[profile], NOTEBOOK[name], T.MODELS[name]

@@ -1,0 +1,63 @@
+"""The results table of the course checkpoints, from the files shipped beside them (no evaluation).
+
+    python scripts/course_results.py            # markdown table for the README
+
+Reads ``data/checkpoints/<model>/seed<k>.json`` (written by ``python -m lecturelib.train ... --export``)
+and prints, per model: lesson, seeds, the test metrics as mean ± std over seeds, the training time per
+seed, the machine and the size of one checkpoint file. ``python -m lecturelib.evaluate MODEL --check``
+re-measures the metrics themselves.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from lecturelib import checkpoints  # noqa: E402
+from lecturelib.assets import data_dir  # noqa: E402
+from lecturelib.claims import fmt, mean_std  # noqa: E402
+from lecturelib.train import MODELS  # noqa: E402
+
+
+def rows() -> list[dict]:
+    out = []
+    for name, spec in MODELS.items():
+        seeds = checkpoints.stored_seeds(name)
+        if not seeds:
+            continue
+        infos = [json.loads((data_dir() / checkpoints.relative_name(name, s, ".json")).read_text()) for s in seeds]
+        metrics = [i["metrics"] for i in infos]
+        key, label, digits = ("psnr", "PSNR (dB)", 2) if "psnr" in metrics[0] else ("miou", "mIoU", 3)
+        row = {"model": name, "lesson": spec.lesson, "seeds": len(seeds),
+               "main": f"{label} {fmt([m[key] for m in metrics], digits)}",
+               "pixel_acc": fmt([m["pixel_acc"] for m in metrics]) if "pixel_acc" in metrics[0] else "-",
+               "boundary_acc": fmt([m["boundary_acc"] for m in metrics]) if "boundary_acc" in metrics[0] else "-",
+               "minutes": mean_std([i["train"]["wall_seconds"] / 60 for i in infos])[0],
+               "size_kib": (data_dir() / checkpoints.relative_name(name, seeds[0])).stat().st_size / 1024,
+               "image": infos[0]["profile"]["image_size"], "machine": infos[0]["train"]["machine"]}
+        out.append(row)
+    return out
+
+
+def main() -> int:
+    table = rows()
+    if not table:
+        print("no course checkpoint is shipped", file=sys.stderr)
+        return 1
+    print("| model | lesson | seeds | test metric (mean ± std) | pixel acc | boundary acc | scenes | "
+          "training min / seed | file KiB |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in table:
+        print(f"| {r['model']} | {r['lesson']} | {r['seeds']} | {r['main']} | {r['pixel_acc']} | {r['boundary_acc']} | "
+              f"{r['image']} px | {r['minutes']:.1f} | {r['size_kib']:.0f} |")
+    machines = sorted({r["machine"] for r in table})
+    total = sum(p.stat().st_size for p in (data_dir() / checkpoints.FOLDER).rglob("*") if p.is_file())
+    print(f"\nTrained on: {'; '.join(machines)}. Total shipped: {total / 2**20:.1f} MiB.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
