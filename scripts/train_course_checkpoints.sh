@@ -18,7 +18,7 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 declare -A MODELS=(
   [03]="multiscale singlescale"
   [05]="deconv_k3 deconv_k4 resizeconv"
-  [06]="fcn32s fcn16s fcn8s deconvnet"
+  [06]="fcn32s fcn16s fcn8s"
 )
 declare -A ARGS=(
   [03]="--n-train 4096 --width 32"
