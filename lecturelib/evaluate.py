@@ -24,7 +24,7 @@ import torch.nn as nn
 
 from . import checkpoints
 from .profiles import Profile
-from .train import MODELS, models_of, scene_data
+from .train import MODELS, models_of, test_scenes
 from .training import evaluate as evaluate_task
 
 TOLERANCE = 1e-3
@@ -68,16 +68,17 @@ def load_course_model(name: str, seed: int = 0, device: str | torch.device = "cp
 
 
 @lru_cache(maxsize=4)
-def _test_data(name: str, profile_items: tuple):
+def _test_data(kind: str, eval_fraction: float, profile_items: tuple):
     """The test scenes of a checkpoint's profile (cached: the models of a lesson share them)."""
-    return scene_data(MODELS[name], Profile(**dict(profile_items)), test_only=True)[1]
+    return test_scenes(kind, eval_fraction, Profile(**dict(profile_items)))
 
 
 def test_task(name: str, info: dict):
     """The task (with its test scenes) a checkpoint is evaluated on."""
     recipe, profile = recipe_of(info)
-    test = _test_data(name, tuple(sorted(profile.as_dict().items())))
-    return MODELS[name].task(recipe, None, test, info["seed"])
+    spec = MODELS[name]
+    test = _test_data(spec.data, spec.eval_fraction, tuple(sorted(profile.as_dict().items())))
+    return spec.task(recipe, None, test, info["seed"])
 
 
 def evaluate_course_model(name: str, seed: int = 0, device: str | torch.device = "cpu") -> dict:

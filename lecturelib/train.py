@@ -180,11 +180,18 @@ def instance_scenes(profile: Profile, split: str, workers: int = 0) -> list:
     return [pair for batch in DataLoader(ds, batch_size=32, num_workers=workers, collate_fn=list) for pair in batch]
 
 
+def test_scenes(kind: str, eval_fraction: float, profile: Profile, workers: int = 0):
+    """The test split a task of data ``kind`` ("semantic" or "instance") is evaluated on: the first
+    ``eval_fraction`` of the profile's test scenes."""
+    test_profile = profile.scaled(n_test=max(1, round(profile.n_test * eval_fraction)))
+    return (instance_scenes if kind == "instance" else scene_tensors)(test_profile, "test", workers)
+
+
 def scene_data(spec: ModelSpec, profile: Profile, workers: int = 0, test_only: bool = False) -> tuple:
     """(train, test) data of ``spec``'s task for ``profile`` (train None when ``test_only``)."""
-    test_profile = profile.scaled(n_test=max(1, round(profile.n_test * spec.eval_fraction)))
     make = instance_scenes if spec.data == "instance" else scene_tensors
-    return None if test_only else make(profile, "train", workers), make(test_profile, "test", workers)
+    train = None if test_only else make(profile, "train", workers)
+    return train, test_scenes(spec.data, spec.eval_fraction, profile, workers)
 
 
 # ============================================================================= one run
