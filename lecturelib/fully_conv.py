@@ -253,22 +253,42 @@ def shift_and_stitch(fcn: nn.Module, image: torch.Tensor, patch_size: int, strid
 
     Shifting the padded input by (dy, dx) moves the output grid to pixels (s*i + dy, s*j + dx);
     interleaving the ``s x s`` outputs gives every pixel (Overfeat; Long et al. 2015 §3.2).
+    A batch float[N, 3, H, W] gives float[N, classes, H, W].
     """
-    if image.dim() != 3:
-        raise ValueError(f"image must be [C, H, W], got shape {tuple(image.shape)}")
+    if image.dim() not in (3, 4):
+        raise ValueError(f"image must be [C, H, W] or [N, C, H, W], got shape {tuple(image.shape)}")
+    single = image.dim() == 3
     h, w = image.shape[-2:]
-    padded = pad_for_patches(image, patch_size)[None]                  # (1, C, H+P-1, W+P-1)
+    padded = pad_for_patches(image[None] if single else image, patch_size)   # (N, C, H+P-1, W+P-1)
     dense = None
     for dy in range(stride):
         for dx in range(stride):
             if dy >= h or dx >= w:
                 continue
-            out = fcn(padded[:, :, dy:, dx:])[0]                       # (classes, ceil((H-dy)/s), ...)
+            out = fcn(padded[:, :, dy:, dx:])                          # (N, classes, ceil((H-dy)/s), ...)
             if dense is None:
-                dense = out.new_zeros(out.shape[0], h, w)
+                dense = out.new_zeros(out.shape[0], out.shape[1], h, w)
             n_y, n_x = len(range(dy, h, stride)), len(range(dx, w, stride))
-            dense[:, dy::stride, dx::stride] = out[:, :n_y, :n_x]
-    return dense
+            dense[..., dy::stride, dx::stride] = out[..., :n_y, :n_x]
+    return dense[0] if single else dense
+
+
+@torch.no_grad()
+def dense_labels_fully_convolutional(classifier: nn.Sequential, images: torch.Tensor, patch_size: int,
+                                     device: torch.device | str = "cpu", batch_size: int = 16) -> torch.Tensor:
+    """The per-pixel patch loop's labels int64[N, H, W] for images float[N, 3, H, W], computed fast.
+
+    The patch classifier is converted to its fully convolutional twin (:func:`to_fully_convolutional`)
+    and run with :func:`shift_and_stitch`: every pixel gets the classifier's score for its own
+    reflect-padded patch, as in ``patch.dense_labels_by_patches``, with the work of overlapping patches
+    shared (equal up to float rounding; lesson 02 measures both).
+    """
+    if images.dim() != 4:
+        raise ValueError(f"images must be [N, C, H, W], got shape {tuple(images.shape)}")
+    fcn = to_fully_convolutional(classifier, patch_size, in_channels=images.shape[1])
+    _, stride = receptive_field(fcn)
+    return torch.cat([shift_and_stitch(fcn, images[i:i + batch_size].to(device), patch_size, stride).argmax(1).cpu()
+                      for i in range(0, len(images), batch_size)])
 
 
 @torch.no_grad()

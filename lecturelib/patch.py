@@ -94,22 +94,24 @@ def sample_centres(masks: torch.Tensor, n: int, generator: torch.Generator, bala
         raise ValueError(f"n must be >= 1 patch, got {n}")
     flat = masks.reshape(-1)
     valid = flat != ignore_index
+    if num_classes is not None:
+        valid &= flat < num_classes
+    positions = valid.nonzero().squeeze(1)                                   # flat indices of labelled pixels
+    if len(positions) == 0:
+        raise ValueError("masks hold no labelled pixel to sample from")
     if balanced:
-        labels_present = torch.unique(flat[valid])
-        if num_classes is not None:
-            labels_present = labels_present[labels_present < num_classes]
-        if len(labels_present) == 0:
-            raise ValueError("masks hold no labelled pixel to sample from")
-        # per pixel: weight 1 / (pixels of its class), so every class has the same total weight
-        counts = torch.bincount(flat[valid].long(), minlength=int(flat[valid].max()) + 1).double()
-        weights = torch.zeros_like(flat, dtype=torch.float64)
-        keep = valid & torch.isin(flat, labels_present)
-        weights[keep] = 1.0 / counts[flat[keep].long()]
+        # a class drawn uniformly among those present, then one of its pixels uniformly: a pixel of
+        # class c is drawn with probability 1 / (classes present * pixels of c)
+        labels = flat[positions].long()
+        order = torch.argsort(labels, stable=True)
+        positions = positions[order]
+        present, counts = torch.unique_consecutive(labels[order], return_counts=True)
+        offsets = torch.cumsum(counts, 0) - counts
+        k = torch.randint(len(present), (n,), generator=generator)
+        within = (torch.rand(n, generator=generator, dtype=torch.float64) * counts[k]).long().clamp_max(counts[k] - 1)
+        pick = positions[offsets[k] + within]
     else:
-        weights = valid.double()
-        if weights.sum() == 0:
-            raise ValueError("masks hold no labelled pixel to sample from")
-    pick = torch.multinomial(weights, n, replacement=True, generator=generator)
+        pick = positions[torch.randint(len(positions), (n,), generator=generator)]
     h, w = masks.shape[-2:]
     index, rest = pick // (h * w), pick % (h * w)
     ys, xs = rest // w, rest % w
@@ -298,8 +300,12 @@ class PatchLessonConfig:
     """The recipe of lessons 01-02 (one per profile, :meth:`from_profile`): model sizes and training.
 
     patch_sizes: the contexts compared (all fit a 2-stage patch CNN exactly). width / hidden / stages:
-    the patch CNN. n_patches: fresh class-balanced patches per epoch; epochs, batch_size, lr: training.
-    eval_pixels: test pixels drawn uniformly for the metrics; dense_scenes: test scenes labelled densely.
+    the patch CNN. equal_params: give every patch size (near) the same number of parameters as the
+    largest one at ``hidden`` units, by widening the hidden layer of the smaller patches (their last
+    feature map is smaller, so their first fully-connected layer is smaller); the comparison of patch
+    sizes is then one of context, not of capacity. n_patches: fresh class-balanced patches per epoch;
+    epochs, batch_size, lr: training. eval_pixels: test pixels drawn uniformly for the metrics;
+    dense_scenes: test scenes labelled densely.
     """
 
     num_classes: int = NUM_CLASSES
@@ -307,6 +313,7 @@ class PatchLessonConfig:
     stages: int = 2
     width: int = 8
     hidden: int = 64
+    equal_params: bool = True
     n_patches: int = 20_480
     epochs: int = 3
     batch_size: int = 128
@@ -321,10 +328,26 @@ class PatchLessonConfig:
                     eval_pixels=128 * profile.n_test, dense_scenes=max(4, profile.n_test // 16))
         return cls(**{**base, **changes})
 
+    def hidden_for(self, patch_size: int) -> int:
+        """Hidden units of the patch CNN for ``patch_size``: ``hidden``, or the parameter-matching width.
+
+        With ``equal_params`` the hidden layer is widened until the model has as many parameters as the
+        one of the largest patch size at ``hidden`` units (within one hidden unit's worth).
+        """
+        if not self.equal_params:
+            return self.hidden
+        channels = self.width * 2 ** (self.stages - 1)
+
+        def per_unit(p):                                   # parameters one hidden unit adds: fc1 row + bias + fc2 column
+            return channels * feature_size(p, self.stages) ** 2 + 1 + self.num_classes
+
+        budget = self.hidden * per_unit(max(self.patch_sizes))
+        return max(1, round(budget / per_unit(patch_size)))
+
     def model_config(self, patch_size: int) -> PatchCNNConfig:
         """The :class:`PatchCNNConfig` of the patch CNN for patches of side ``patch_size``."""
         return PatchCNNConfig(patch_size=patch_size, num_classes=self.num_classes, width=self.width,
-                              hidden=self.hidden, stages=self.stages)
+                              hidden=self.hidden_for(patch_size), stages=self.stages)
 
 
 @torch.no_grad()

@@ -31,7 +31,8 @@ from . import distributed as D
 from .mask_ap import MaskAP
 from .metrics import IGNORE_INDEX, BoundaryAccuracy, ConfusionMatrix, psnr_from_mse
 from .multiscale import class_weights
-from .patch import dense_labels_by_patches, extract_patches, pad_for_patches, sample_centres
+from .fully_conv import dense_labels_fully_convolutional
+from .patch import extract_patches, pad_for_patches, sample_centres
 from .recurrent import unrolled_loss
 from .scenes import collate_instances
 from .training import to_device
@@ -247,10 +248,11 @@ class PatchTask:
         return F.cross_entropy(logits.float(), labels.to(device, non_blocking=True)), patches.shape[0], {}
 
     def evaluate(self, model, test_set, info, batch_size, autocast) -> dict:
+        """Dense labelling of the test scenes by the exact fully convolutional twin of the classifier."""
         def predict(images):
             with autocast():
-                return dense_labels_by_patches(model, images, self.patch_size, info.device, batch_size=4096)
-        return pixel_metrics(predict, test_set, info, self.num_classes, 4)
+                return dense_labels_fully_convolutional(model, images, self.patch_size, info.device)
+        return pixel_metrics(predict, test_set, info, self.num_classes, 16)
 
 
 class _LowHigh(Dataset):

@@ -87,7 +87,7 @@ def _patch_spec(patch_size: int) -> ModelSpec:
         "01", patch.PatchLessonConfig.from_profile,
         lambda r: patch.patch_cnn(r.model_config(patch_size)),
         lambda r, train, test, seed: PatchTask(r, train, test, patch_size=patch_size, seed=seed),
-        eval_fraction=1 / 8, target=("miou", 0.2),
+        eval_fraction=1 / 4, target=("miou", 0.3),
         description=f"patch classifier, {patch_size}x{patch_size} patches: label the centre pixel")
 
 
