@@ -16,6 +16,7 @@ Models take images float[N, 3, H, W] in [0, 1] and return logits float[N, C, H, 
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -175,6 +176,30 @@ def flops_per_iteration(model: RecurrentRefiner, image_size: int, max_iterations
             model(x, iterations=k)
         out.append(int(counter.get_total_flops()))
     return out
+
+
+def single_pass_config(config: RefinementConfig, iterations: int | None = None,
+                       image_size: int = 64) -> RefinementConfig:
+    """The equal-compute, non-recurrent baseline of ``config``: one pass of a wider network.
+
+    Returns ``config`` with ``train_iterations=1`` and ``width`` and ``hidden`` scaled by the same factor, the
+    integer width whose floating-point operations per image (at ``image_size``; the ratio hardly depends on
+    it) come closest to ``iterations`` (default ``config.train_iterations``) iterations of ``config``'s network.
+    It sees no previous prediction, so any gain of the recurrent model over it comes from the feedback
+    loop, not from the extra compute.
+    """
+    iterations = config.train_iterations if iterations is None else iterations
+    target = flops_per_iteration(RecurrentRefiner(config), image_size, iterations)[-1]
+    best = None
+    for width in range(config.width, 4 * config.width + 1):
+        candidate = dataclasses.replace(config, width=width, train_iterations=1,
+                                        hidden=max(1, round(config.hidden * width / config.width)))
+        flops = flops_per_iteration(RecurrentRefiner(candidate), image_size, 1)[0]
+        if best is None or abs(flops - target) < best[0]:
+            best = (abs(flops - target), candidate)
+        if flops > target:
+            break
+    return best[1]
 
 
 def seconds_per_iteration(model: RecurrentRefiner, images: torch.Tensor, max_iterations: int = 3,

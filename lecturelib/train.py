@@ -110,6 +110,9 @@ MODELS: dict[str, ModelSpec] = {
     "recurrent": ModelSpec(
         "04", rc.RefinementConfig.from_profile, rc.RecurrentRefiner, _plain(RecurrentTask),
         description="Pinheiro-Collobert recurrent refinement, trained unrolled"),
+    "onepass": ModelSpec(
+        "04", lambda p: rc.single_pass_config(rc.RefinementConfig.from_profile(p)), rc.RecurrentRefiner,
+        _plain(RecurrentTask), description="one pass of a wider CNN: the recurrent model's compute, no feedback"),
     "deconv_k3": ModelSpec(
         "05", T.UpsamplerConfig.from_profile, lambda r: T.DeconvUpsampler(r.width, kernel_size=3),
         _plain(UpsamplingTask), target=_PSNR,
