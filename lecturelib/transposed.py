@@ -209,7 +209,8 @@ def conv_transpose_gather(x: torch.Tensor, weight: torch.Tensor, bias: torch.Ten
     With ``skip_zeros=True`` the products with inserted zeros (a share 1 - 1/s² of them) are skipped: output
     cells of the same phase (row mod s, column mod s) meet the input through the same kernel taps, so each
     phase is a small stride-1 gather over the original input (:func:`_gather_by_phase`). Same result, s² times
-    less arithmetic; this is what makes the gather view as fast as ``F.conv_transpose2d``.
+    less arithmetic; it brings the gather view close to ``F.conv_transpose2d``'s speed, though not level with
+    it (lesson 05 times both).
 
     Args:
         x (Tensor[N, C_in, H, W]), weight (Tensor[C_in, C_out/groups, kH, kW]), bias (Tensor[C_out] or None).

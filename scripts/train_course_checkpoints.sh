@@ -16,17 +16,21 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
 # lesson -> models and the command-line settings its checkpoints use on top of the course profile
 declare -A MODELS=(
+  [01]="patch_p10 patch_p22 patch_p38"
   [03]="multiscale singlescale"
+  [04]="recurrent onepass"
   [05]="deconv_k3 deconv_k4 resizeconv"
-  [06]="fcn32s fcn16s fcn8s"
+  [06]="fcn32s fcn16s fcn8s deconvnet"
 )
 declare -A ARGS=(
+  [01]="--epochs 4"
   [03]="--n-train 4096 --width 32"
+  [04]="--n-train 4096"
   [05]="--epochs 16"
   [06]="--image-size 128 --width 8 --n-train 3072"
 )
 lessons=("$@")
-[ ${#lessons[@]} -gt 0 ] || lessons=(03 05 06)
+[ ${#lessons[@]} -gt 0 ] || lessons=(01 03 04 05 06)
 
 commands=()
 for lesson in "${lessons[@]}"; do
