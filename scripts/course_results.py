@@ -37,7 +37,8 @@ def rows() -> list[dict]:
                "boundary_acc": fmt([m["boundary_acc"] for m in metrics]) if "boundary_acc" in metrics[0] else "-",
                "minutes": mean_std([i["train"]["wall_seconds"] / 60 for i in infos])[0],
                "size_kib": (data_dir() / checkpoints.relative_name(name, seeds[0])).stat().st_size / 1024,
-               "image": infos[0]["profile"]["image_size"], "machine": infos[0]["train"]["machine"]}
+               "image": infos[0]["profile"]["image_size"], "n_train": infos[0]["profile"]["n_train"],
+               "hours": sum(i["train"]["wall_seconds"] for i in infos) / 3600, "machine": infos[0]["train"]["machine"]}
         out.append(row)
     return out
 
@@ -47,15 +48,16 @@ def main() -> int:
     if not table:
         print("no course checkpoint is shipped", file=sys.stderr)
         return 1
-    print("| model | lesson | seeds | test metric (mean ± std) | pixel acc | boundary acc | scenes | "
+    print("| model | lesson | seeds | test metric (mean ± std) | pixel acc | boundary acc | training scenes | "
           "training min / seed | file KiB |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in table:
         print(f"| {r['model']} | {r['lesson']} | {r['seeds']} | {r['main']} | {r['pixel_acc']} | {r['boundary_acc']} | "
-              f"{r['image']} px | {r['minutes']:.1f} | {r['size_kib']:.0f} |")
+              f"{r['n_train']} x {r['image']} px | {r['minutes']:.1f} | {r['size_kib']:.0f} |")
     machines = sorted({r["machine"] for r in table})
     total = sum(p.stat().st_size for p in (data_dir() / checkpoints.FOLDER).rglob("*") if p.is_file())
-    print(f"\nTrained on: {'; '.join(machines)}. Total shipped: {total / 2**20:.1f} MiB.")
+    print(f"\nTrained on: {'; '.join(machines)}. Training time of all checkpoints: "
+          f"{sum(r['hours'] for r in table):.1f} h of runs. Total shipped: {total / 2**20:.1f} MiB.")
     return 0
 
 

@@ -96,6 +96,11 @@ NOTEBOOK: dict[str, NotebookPath] = {
          "fit(model, task, train_config(cfg, seed=course.seed, amp=course.amp, progress=False), course.device)"),
         lambda p: rc.RefinementConfig.from_profile(p), rc.RecurrentRefiner,
         lambda cfg, data, seed: RecurrentTask(cfg, data), {}),
+    "onepass": NotebookPath(
+        "04_recurrent_refinement.ipynb",
+        ("rc.RefinementConfig.from_profile(p)", "rc.single_pass_config(cfg)", 'course_results(["recurrent", "onepass"])'),
+        lambda p: rc.single_pass_config(rc.RefinementConfig.from_profile(p)), rc.RecurrentRefiner,
+        lambda cfg, data, seed: RecurrentTask(cfg, data), {}),
     "deconv_k3": _upsampler('"deconv k=3": lambda: T.DeconvUpsampler(recipe.width, kernel_size=3)',
                             lambda r: TR.DeconvUpsampler(r.width, kernel_size=3)),
     "deconv_k4": _upsampler('"deconv k=4": lambda: T.DeconvUpsampler(recipe.width, kernel_size=4)',
@@ -105,8 +110,7 @@ NOTEBOOK: dict[str, NotebookPath] = {
     "fcn32s": _skip('"FCN-32s": fcn32s', fcn32s),
     "fcn16s": _skip('"FCN-16s": fcn16s', fcn16s),
     "fcn8s": _skip('"FCN-8s": fcn8s', fcn8s),
-    "deconvnet": _skip('"DeconvNet": lambda k, config: deconvnet(k, config=config)',
-                       lambda k, config: deconvnet(k, config=config)),
+    "deconvnet": _skip("dn = deconvnet(NUM_CLASSES, config=VGG)", lambda k, config: deconvnet(k, config=config)),
     "sds": NotebookPath(
         "07_instance_segmentation.ipynb",
         ("sds_config = sds.SDSConfig.from_profile(profile)", "sds_model = sds.SDS(sds_config)",
