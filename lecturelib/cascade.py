@@ -18,7 +18,11 @@ As in torchvision, the proposal boxes are treated as constants in the RoI stages
 
 API (torchvision detection style): ``model.train(); losses = model(images, targets)``;
 ``model.eval(); preds = model(images)`` with per image ``boxes``, ``labels``, ``scores``
-and ``masks`` float[D, 1, H, W] (probabilities).
+and ``masks`` float[D, 1, H, W] (probabilities). Images may have any size (each is padded with zeros
+at the bottom and right to a multiple of 16 for the backbone; outputs are in its own pixels). Anchor
+sizes are in pixels and do not change with the input size: a model trained on 128-px tiles looks for
+objects of the same pixel size on a 512-px image. Target boxes are pixel-edge (x0, y0, x1, y1) with
+x1 > x0 and y1 > y0 (:func:`lecturelib.instances.instances_to_targets` makes them); empty boxes are refused.
 """
 from __future__ import annotations
 
@@ -32,10 +36,13 @@ import torch.nn.functional as F
 from torchvision.models.detection.roi_heads import paste_masks_in_image
 from torchvision.ops import box_iou, nms, roi_align
 
+from .caps import proposals_saturated, warn_cap
 from .scenes import NUM_CLASSES
 from .sds import select_detections
 
 ANCHOR_CACHE = 8   # anchor sets kept per model (one per feature-map size and device)
+ANCHOR_FRACTIONS = (0.19, 0.38, 0.62)   # default anchor sides as fractions of the training image side
+SIZE_MULTIPLE = 16                      # the backbone's coarsest stride: inputs are padded to a multiple of it
 
 BBOX_CLIP = math.log(1000.0 / 16)
 
@@ -127,7 +134,7 @@ class Backbone(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[-1] % 16 or x.shape[-2] % 16:
             raise ValueError(f"Backbone expects [N, 3, H, W] with H, W multiples of 16, got {tuple(x.shape)}; "
-                             "pad the images")
+                             "pad the images (lecturelib.cascade.pad_images)")
         c2 = self.c2(self.c1(x))                                     # (N, 2w, H/4, W/4)
         c3 = self.c3(c2)                                             # (N, 4w, H/8, W/8)
         c4 = self.c4(c3)                                             # (N, 4w, H/16, W/16)
@@ -140,14 +147,22 @@ class Backbone(nn.Module):
 class CascadeConfig:
     """The recipe of the cascade and of Mask R-CNN (lesson 07): sizes and training.
 
-    Anchor sizes are fractions of the image side (items are 22-75 % of it). image_size: the scene side
-    (Mask R-CNN does not resize). epochs, batch_size, lr, grad_clip: training (AdamW, one-cycle).
+    image_size: the side of the training images in pixels (Mask R-CNN resizes its inputs to it).
+    anchor_sizes: anchor sides in pixels (an anchor of size s has area s² in each aspect ratio), the same for
+    every input size; None: :data:`ANCHOR_FRACTIONS` × image_size (the course's items are 22-75 % of the scene
+    side: 12.2, 24.3 and 39.7 px on 64-px scenes, 24.3, 48.6 and 79.4 px on 128-px scenes), fixed when the
+    model is built. Read them with :attr:`anchor_pixels`.
+    pre_nms / post_nms_test: anchors scored before the RPN's NMS / proposals kept after it at test time;
+    together they bound how many objects one image can yield (a :class:`lecturelib.caps.CapWarning` says when
+    half of ``post_nms_test`` became confident detections): raise both for images with many objects.
+    detections: most detections per image (a CapWarning says when it drops one scored >= 0.5).
+    epochs, batch_size, lr, grad_clip: training (AdamW, one-cycle).
     """
 
     num_classes: int = NUM_CLASSES
     width: int = 16
     image_size: int = 64
-    anchor_sizes: tuple = (0.19, 0.38, 0.62)
+    anchor_sizes: tuple | None = None
     anchor_ratios: tuple = (0.5, 1.0, 2.0)
     rpn_pos_iou: float = 0.6
     rpn_neg_iou: float = 0.3
@@ -180,9 +195,54 @@ class CascadeConfig:
     def __post_init__(self):
         if self.num_classes < 2:
             raise ValueError(f"CascadeConfig.num_classes must be >= 2 (background counts), got {self.num_classes}")
+        if self.anchor_sizes is not None and (not self.anchor_sizes or min(self.anchor_sizes) < 2):
+            raise ValueError(f"CascadeConfig.anchor_sizes are anchor sides in pixels (>= 2), got "
+                             f"{self.anchor_sizes!r}; for sides relative to the image use "
+                             f"tuple(f * image_size for f in {ANCHOR_FRACTIONS})")
         if self.mask_size != 2 * self.roi_size:
             raise ValueError(f"mask_size must be 2 * roi_size (the mask logits are upsampled 2x), got "
                              f"{self.mask_size} and {self.roi_size}")
+
+    @property
+    def anchor_pixels(self) -> tuple[float, ...]:
+        """The anchor sides in pixels: ``anchor_sizes``, or ANCHOR_FRACTIONS × image_size when it is None."""
+        if self.anchor_sizes is None:
+            return tuple(f * self.image_size for f in ANCHOR_FRACTIONS)
+        return tuple(float(s) for s in self.anchor_sizes)
+
+
+def pad_images(images) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    """A list of images [3, H_i, W_i] (or a batch [N, 3, H, W]) as one zero-padded batch whose sides are
+    multiples of :data:`SIZE_MULTIPLE` (padding at the bottom and right), and each image's own (H_i, W_i)."""
+    batch_given = isinstance(images, torch.Tensor) and images.dim() == 4
+    ims = list(images) if batch_given or isinstance(images, (list, tuple)) else []
+    if not ims or any(not isinstance(im, torch.Tensor) or im.dim() != 3 or im.shape[0] != 3 for im in ims):
+        got = tuple(images.shape) if isinstance(images, torch.Tensor) else [getattr(im, "shape", im) for im in ims]
+        raise ValueError(f"images must be a list of [3, H, W] tensors or a batch [N, 3, H, W], got {got}")
+    sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in ims]
+    H = -(-max(h for h, _ in sizes) // SIZE_MULTIPLE) * SIZE_MULTIPLE
+    W = -(-max(w for _, w in sizes) // SIZE_MULTIPLE) * SIZE_MULTIPLE
+    if all(hw == (H, W) for hw in sizes):
+        return (images if batch_given else torch.stack(ims)), sizes
+    batch = ims[0].new_zeros(len(ims), 3, H, W)
+    for k, im in enumerate(ims):
+        batch[k, :, :im.shape[-2], :im.shape[-1]] = im
+    return batch, sizes
+
+
+def check_targets(targets: list[dict]) -> None:
+    """Refuse training targets the cascade would misread: boxes not [G, 4] or with zero width or height."""
+    for i, t in enumerate(targets):
+        boxes = t["boxes"]
+        if boxes.dim() != 2 or boxes.shape[-1] != 4:
+            raise ValueError(f"targets[{i}]['boxes'] must be [G, 4] (x0, y0, x1, y1), got {tuple(boxes.shape)}")
+        empty = ((boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])).nonzero().flatten()
+        if len(empty):
+            k = int(empty[0])
+            raise ValueError(f"targets[{i}]['boxes'][{k}] = {[round(float(v), 2) for v in boxes[k]]} has zero width or "
+                             f"height ({len(empty)} such box(es)); boxes are pixel-edge (a mask whose columns run from "
+                             "3 to 7 has x0 = 3, x1 = 8): make them with lecturelib.instances.instances_to_targets or "
+                             "lecturelib.proposals.masks_to_boxes (torchvision's masks_to_boxes gives x1 = 7)")
 
 
 class MaskCascade(nn.Module):
@@ -193,7 +253,8 @@ class MaskCascade(nn.Module):
         self.config = cfg = config or CascadeConfig()
         self.backbone = Backbone(cfg.width)
         C = self.backbone.out_channels
-        A = len(cfg.anchor_sizes) * len(cfg.anchor_ratios)
+        self.anchor_sizes = cfg.anchor_pixels           # pixels, whatever the input size
+        A = len(self.anchor_sizes) * len(cfg.anchor_ratios)
         self.num_anchors = A
         # stage 1: region proposal network
         self.rpn_conv = nn.Sequential(nn.Conv2d(C, C, 3, padding=1), nn.ReLU(inplace=True))
@@ -212,15 +273,16 @@ class MaskCascade(nn.Module):
         self._anchor_cache: dict = {}
 
     # ------------------------------------------------------------------ stage 1
-    def anchors(self, feature_size: tuple[int, int], image_size: int, device) -> torch.Tensor:
-        """The anchors of a feature map, float[h * w * A, 4] (x0, y0, x1, y1); the last few sizes are cached
-        (at most ``ANCHOR_CACHE`` entries, so images of ever new sizes cannot grow the cache without bound)."""
-        key = (tuple(feature_size), image_size, str(device))
+    def anchors(self, feature_size: tuple[int, int], image_size: int | None = None, device="cpu") -> torch.Tensor:
+        """The anchors of a feature map, float[h * w * A, 4] (x0, y0, x1, y1 in input pixels), of sides
+        ``self.anchor_sizes`` pixels. ``image_size`` is accepted for older calls and not used: the anchors do
+        not depend on the input size. The last few sets are cached (at most ``ANCHOR_CACHE``, so images of
+        ever new sizes cannot grow the cache without bound)."""
+        key = (tuple(feature_size), str(device))
         if key not in self._anchor_cache:
             if len(self._anchor_cache) >= ANCHOR_CACHE:
                 self._anchor_cache.pop(next(iter(self._anchor_cache)))     # the oldest entry
-            sizes = [s * image_size for s in self.config.anchor_sizes]
-            self._anchor_cache[key] = make_anchors(feature_size, self.backbone.stride, sizes,
+            self._anchor_cache[key] = make_anchors(feature_size, self.backbone.stride, list(self.anchor_sizes),
                                                    self.config.anchor_ratios).to(device)
         return self._anchor_cache[key]
 
@@ -234,10 +296,11 @@ class MaskCascade(nn.Module):
         return obj, box
 
     def propose(self, anchors, obj, deltas, image_hw, keep: int) -> list[torch.Tensor]:
-        """Decode, clip, drop tiny boxes, NMS; up to ``keep`` boxes per image (constants: no gradient)."""
-        H, W = image_hw
+        """Decode, clip to each image, drop tiny boxes, NMS; up to ``keep`` boxes per image (constants: no
+        gradient). ``image_hw``: one (H, W) for every image, or a list of each image's own (H, W)."""
+        sizes = image_hw if isinstance(image_hw, list) else [tuple(image_hw)] * len(obj)
         out = []
-        for o, d in zip(obj.detach(), deltas.detach()):
+        for o, d, (H, W) in zip(obj.detach(), deltas.detach(), sizes):
             top = o.topk(min(self.config.pre_nms, len(o))).indices
             boxes = decode_boxes(anchors[top], d[top])
             boxes[:, 0::2] = boxes[:, 0::2].clamp(0, W)
@@ -259,20 +322,17 @@ class MaskCascade(nn.Module):
         return mask_logits, self.classifier(torch.cat([box_feat, region_feat], 1))
 
     def forward(self, images, targets: list[dict] | None = None):
-        x = torch.stack(list(images)) if isinstance(images, (list, tuple)) else images
-        if x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(f"images must be a list of [3, H, W] tensors or a batch [N, 3, H, W], "
-                             f"got {tuple(x.shape)}")
-        H, W = x.shape[-2:]
-        feats = self.backbone(x)                                                      # (N, C, H/4, W/4)
-        anchors = self.anchors(tuple(feats.shape[-2:]), max(H, W), x.device)
+        x, sizes = pad_images(images)                                                 # (N, 3, H', W'), 16 | H', W'
+        feats = self.backbone(x)                                                      # (N, C, H'/4, W'/4)
+        anchors = self.anchors(tuple(feats.shape[-2:]), device=x.device)
         obj, deltas = self.rpn(feats)
         if self.training:
             if targets is None or len(targets) != len(x):
                 raise ValueError("in training mode pass one target dict (boxes, labels, masks) per image")
-            return self._losses(feats, anchors, obj, deltas, targets, (H, W))
-        rois = self.propose(anchors, obj, deltas, (H, W), self.config.post_nms_test)
-        return self._detect(feats, rois, (H, W))
+            check_targets(targets)
+            return self._losses(feats, anchors, obj, deltas, targets, sizes)
+        rois = self.propose(anchors, obj, deltas, sizes, self.config.post_nms_test)
+        return self._detect(feats, rois, sizes)
 
     def _losses(self, feats, anchors, obj, deltas, targets, image_hw) -> dict:
         cfg = self.config
@@ -301,7 +361,7 @@ class MaskCascade(nn.Module):
                 box_losses.append(d.sum() * 0)
         # --- stage 2 and 3 on proposals + ground-truth boxes
         proposals = self.propose(anchors, obj, deltas, image_hw, cfg.post_nms_train)
-        rois, roi_labels, gt_masks, pos_boxes = [], [], [], []
+        rois, roi_labels, mask_targets = [], [], []
         for props, t in zip(proposals, targets):
             gt = t["boxes"].to(props)
             cand = torch.cat([props, gt])
@@ -320,37 +380,41 @@ class MaskCascade(nn.Module):
             lab = t["labels"].to(cand.device)[idx[sel]].clone()
             lab[len(pos):] = 0
             roi_labels.append(lab)
-            # mask targets: the matched GT mask, cut by the RoI box and resized (RoIAlign on the mask)
-            gt_masks.append(t["masks"].to(cand)[idx[pos]][:, None])                 # (P, 1, H, W)
-            pos_boxes.append(cand[pos])
-        if gt_masks and sum(len(b) for b in pos_boxes):
-            gm = torch.cat(gt_masks)
-            b = torch.cat(pos_boxes)
-            b = torch.cat([torch.arange(len(b), device=b.device, dtype=b.dtype)[:, None], b], 1)
-            mask_targets = roi_align(gm, b, cfg.mask_size, 1.0, 2, aligned=True)[:, 0] >= 0.5  # (P, 28, 28)
+            mask_targets.append(roi_mask_targets(t["masks"].to(cand)[idx[pos]], cand[pos], cfg.mask_size))
         mask_logits, class_logits = self.heads(feats, rois)
         labels = torch.cat(roi_labels)
         cls_loss = F.cross_entropy(class_logits, labels)
         fg = labels > 0
         if fg.any():
-            mask_loss = F.binary_cross_entropy_with_logits(mask_logits[fg][:, 0], mask_targets.float())
+            mask_loss = F.binary_cross_entropy_with_logits(mask_logits[fg][:, 0], torch.cat(mask_targets).float())
         else:
             mask_loss = mask_logits.sum() * 0
         return {"rpn_objectness": torch.stack(obj_losses).mean(), "rpn_box": torch.stack(box_losses).mean(),
                 "mask": mask_loss, "classifier": cls_loss}
 
     @torch.no_grad()
-    def _detect(self, feats, rois, image_hw) -> list[dict]:
+    def _detect(self, feats, rois, sizes) -> list[dict]:
         cfg = self.config
         mask_logits, class_logits = self.heads(feats, rois)
         probs = F.softmax(class_logits, 1)
         out, start = [], 0
-        for boxes in rois:
+        for boxes, hw in zip(rois, sizes):
             n = len(boxes)
             p, m = probs[start:start + n], torch.sigmoid(mask_logits[start:start + n])
             start += n
-            out.append(postprocess(boxes, p, m, image_hw, cfg.score_threshold, cfg.mask_nms, cfg.detections))
+            out.append(postprocess(boxes, p, m, hw, cfg.score_threshold, cfg.mask_nms, cfg.detections))
+            if proposals_saturated(out[-1]["scores"], cfg.post_nms_test):
+                warn_cap(f"MaskCascade: at least half of the post_nms_test={cfg.post_nms_test} proposals of an image "
+                         "became detections scored >= 0.5, so it may hold more objects than the cascade can return; "
+                         "raise CascadeConfig.post_nms_test (and pre_nms)")
         return out
+
+
+def roi_mask_targets(masks: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """The mask head's targets: each ground-truth mask [P, H, W] cut by its RoI box [P, 4] and resized to
+    size × size (RoIAlign on the mask), thresholded at 0.5: bool[P, size, size]."""
+    index = torch.arange(len(boxes), device=boxes.device, dtype=boxes.dtype)[:, None]
+    return roi_align(masks[:, None].to(boxes), torch.cat([index, boxes], 1), size, 1.0, 2, aligned=True)[:, 0] >= 0.5
 
 
 def postprocess(boxes, probs, masks, image_hw, score_threshold: float, nms_threshold: float,
@@ -367,12 +431,11 @@ def cascade_stages(model: MaskCascade, image: torch.Tensor, top: int = 6) -> Ord
     their warped features, their figure/ground masks and class probabilities."""
     model.eval()
     with torch.no_grad():
-        x = image[None]
-        H, W = image.shape[-2:]
+        x, sizes = pad_images([image])
         feats = model.backbone(x)
-        anchors = model.anchors(tuple(feats.shape[-2:]), max(H, W), x.device)
+        anchors = model.anchors(tuple(feats.shape[-2:]), device=x.device)
         obj, deltas = model.rpn(feats)
-        rois = model.propose(anchors, obj, deltas, (H, W), top)
+        rois = model.propose(anchors, obj, deltas, sizes, top)
         warped = warp_boxes(feats, rois, model.config.roi_size, model.backbone.stride)
         mask_logits, class_logits = model.heads(feats, rois)
     return OrderedDict(anchors=anchors, objectness=torch.sigmoid(obj[0]), proposals=rois[0], warped=warped,

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import ast
+import io
 import sys
+import tokenize
 from pathlib import Path
 
 import nbformat
@@ -21,11 +23,30 @@ SOLUTION_TAG = "solution"
 STUB_MESSAGE = "Exercise: write this function, then run the check below."
 
 
+def header_colon(lines: list[str], node: ast.FunctionDef | ast.AsyncFunctionDef) -> tuple[int, int]:
+    """(line, column) of the colon that ends the ``def`` header of ``node`` (line 1-based as in ``ast``, column
+    0-based), found with ``tokenize`` so that colons inside the signature (annotations, lambdas, strings)
+    do not count."""
+    rest = "\n".join(lines[node.lineno - 1:]) + "\n"
+    depth = 0
+    for tok in tokenize.generate_tokens(io.StringIO(rest).readline):
+        if tok.type != tokenize.OP:
+            continue
+        if tok.string in "([{":
+            depth += 1
+        elif tok.string in ")]}":
+            depth -= 1
+        elif tok.string == ":" and depth == 0:
+            return node.lineno + tok.start[0] - 1, tok.start[1]
+    raise ValueError(f"no colon ends the signature of {node.name}()")
+
+
 def stub_source(source: str, where: str = "cell") -> str:
     """Replace every function body in ``source`` by ``raise NotImplementedError``.
 
-    Only imports, function definitions and a leading comment are allowed in a
-    solution cell; anything else raises ``ValueError`` naming the line.
+    Each function keeps its decorators, its signature up to the colon that ends it (however many lines it
+    spans, whatever follows the colon) and its docstring. Only imports, function definitions and a
+    leading comment are allowed in a solution cell; anything else raises ``ValueError`` naming the line.
     """
     try:
         tree = ast.parse(source)
@@ -39,15 +60,20 @@ def stub_source(source: str, where: str = "cell") -> str:
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             first = node.decorator_list[0].lineno if node.decorator_list else node.lineno
             body_start = node.body[0].lineno
-            header = lines[first - 1:body_start - 1]
+            colon_line, colon_col = header_colon(lines, node)
+            if body_start > colon_line:           # the body starts on a line of its own
+                header = lines[first - 1:body_start - 1]
+            else:                                 # "def f(a,\n      b): return a + b": cut after the colon
+                header = lines[first - 1:colon_line - 1] + [lines[colon_line - 1][:colon_col + 1]]
             doc = ast.get_docstring(node, clean=False)
             indent = " " * (node.col_offset + 4)
-            if not header:  # "def f(): return 1" on one line
-                raise ValueError(f"{where}: put the body of {node.name}() on its own lines")
             out.extend(header)
             if doc is not None:
                 d = node.body[0]
-                out.extend(lines[d.lineno - 1:d.end_lineno])
+                if d.lineno > colon_line:
+                    out.extend(lines[d.lineno - 1:d.end_lineno])
+                else:
+                    out.append(indent + ast.get_source_segment(source, d))
             out.append(f"{indent}# YOUR CODE HERE")
             out.append(f'{indent}raise NotImplementedError("{STUB_MESSAGE}")')
         else:

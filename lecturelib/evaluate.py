@@ -9,6 +9,14 @@ A checkpoint is rebuilt from its own recipe and profile (:mod:`lecturelib.checkp
 test scenes it was measured on; the printed line holds ``model``, ``seed``, ``miou``, ``pixel_acc``,
 ``boundary_acc`` and the task's own metric where it differs (``psnr`` for the upsamplers,
 ``miou_by_iteration`` for the recurrent model).
+
+A run of ``python -m lecturelib.train`` (its folder, or its ``last.pt``) is evaluated with ``--run``:
+
+    python -m lecturelib.evaluate --run runs/fcn8s                   # on the data it was validated on
+    python -m lecturelib.evaluate --run runs/fcn8s --data test_data  # on every item of another folder
+
+The model is rebuilt from the run's ``recipe.json``; the line holds ``model``, ``run``, ``data`` and the
+metrics (with ``iou`` per class name for the semantic models).
 """
 from __future__ import annotations
 
@@ -18,13 +26,16 @@ import json
 import math
 import sys
 from functools import lru_cache
+from pathlib import Path
 
 import torch
 import torch.nn as nn
 
 from . import checkpoints
+from .datasets import DataFolder, folder_data
 from .profiles import Profile
 from .train import MODELS, models_of, test_scenes
+from .training import CHECKPOINT, load_checkpoint
 from .training import evaluate as evaluate_task
 
 TOLERANCE = 1e-3
@@ -123,15 +134,96 @@ def reproduces(result: dict, tolerance: float = TOLERANCE) -> list[str]:
     return bad
 
 
+# ============================================================================= runs of the command line
+def rebuild(template, stored: dict):
+    """A recipe dataclass like ``template`` with the values of ``stored`` (its ``dataclasses.asdict`` read back
+    from JSON): lists become tuples where the field holds a tuple (or None), nested recipes are rebuilt."""
+    values = {}
+    for f in dataclasses.fields(template):
+        if f.name not in stored:
+            raise ValueError(f"the stored recipe lacks {f.name!r}; the code changed since the run: train it again")
+        now, value = getattr(template, f.name), stored[f.name]
+        if dataclasses.is_dataclass(now) and isinstance(value, dict):
+            value = rebuild(now, value)
+        elif isinstance(value, list) and (now is None or isinstance(now, tuple)):
+            value = tuple(value)
+        values[f.name] = value
+    return dataclasses.replace(template, **values)
+
+
+def load_run(run: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """The model trained by a ``python -m lecturelib.train`` run, in eval mode on ``device``, and the run's
+    ``recipe.json`` (model, recipe, profile and, for ``--data`` runs, the data).
+
+    run: the run folder or a checkpoint file in it. Raises FileNotFoundError naming the missing file.
+    """
+    path = Path(run)
+    folder, ckpt = (path.parent, path) if path.suffix == ".pt" else (path, path / CHECKPOINT)
+    if not (folder / "recipe.json").is_file():
+        raise FileNotFoundError(f"{folder / 'recipe.json'} does not exist; --run takes the folder of a run of "
+                                "python -m lecturelib.train (its --out)")
+    about = json.loads((folder / "recipe.json").read_text())
+    if about.get("model") not in MODELS:
+        raise KeyError(f"{folder / 'recipe.json'} names model {about.get('model')!r}, not one of {sorted(MODELS)}")
+    spec = MODELS[about["model"]]
+    recipe = rebuild(spec.recipe(Profile(**about["profile"])), about["recipe"])
+    model = spec.build(recipe)
+    load_checkpoint(ckpt, model)
+    return model.to(device).eval(), {**about, "recipe_object": recipe}
+
+
+def evaluate_run(run: str | Path, data: str | Path | None = None, device: str | torch.device = "cpu") -> dict:
+    """Evaluate a run's model: on every item of folder ``data`` (same layout and settings as the run's own
+    data), else on what the run was validated on (its folder's validation split, or the course test scenes).
+
+    Returns {"model", "run", "data", metrics...}; ``iou`` maps class names to IoU for the semantic models.
+    Raises ValueError when there is nothing to evaluate on.
+    """
+    model, about = load_run(run, device)
+    spec, recipe = MODELS[about["model"]], about["recipe_object"]
+    stored = about.get("data") or {}
+    if data is None and not stored:
+        test = test_scenes(spec.data, spec.eval_fraction, Profile(**about["profile"]))
+        shown, names = "course test scenes", None
+    else:
+        keep = {k: stored[k] for k in ("class_names", "size", "binary", "val_fraction", "split_seed") if k in stored}
+        if data is None:
+            folder = DataFolder(Path(stored["root"]), stored["num_classes"], **keep)
+        else:
+            keep["val_fraction"] = 1                                   # every item of the other folder
+            folder = DataFolder(Path(data), stored.get("num_classes", recipe.num_classes), **keep)
+        _, test, facts = folder_data(spec.data, folder)
+        shown, names = str(folder.root), facts["class_names"]
+    if test is None:
+        raise ValueError(f"no item to evaluate in {shown} (the run held out none: pass --data DIR)")
+    metrics = evaluate_task(model, spec.task(recipe, None, test, 0), device, batch_size=16)
+    out = {"model": about["model"], "run": str(run), "data": shown,
+           **{k: metrics[k] for k in REPORTED if k in metrics}}
+    if "iou" in metrics:
+        out["iou"] = dict(zip(names or [str(c) for c in range(len(metrics["iou"]))], metrics["iou"]))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m lecturelib.evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("target", help="a model or a lesson (see python -m lecturelib.train --list)")
+    p.add_argument("target", nargs="?", help="a model or a lesson (see python -m lecturelib.train --list)")
+    p.add_argument("--run", type=Path, help="evaluate a run of python -m lecturelib.train (its folder or last.pt)")
+    p.add_argument("--data", type=Path, help="with --run: evaluate on every item of this folder")
     p.add_argument("--seed", type=int, help="one seed (default: every shipped seed)")
     p.add_argument("--json", action="store_true", help="print only the JSON lines")
     p.add_argument("--check", action="store_true", help="exit 1 unless every checkpoint reproduces its metrics")
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
+    if (args.run is None) == (args.target is None) or (args.data is not None and args.run is None):
+        p.error("give a model or lesson (course checkpoints), or --run RUN [--data DIR]")
+    if args.run is not None:
+        try:
+            print(json.dumps(evaluate_run(args.run, args.data, args.device)))
+        except (KeyError, ValueError, FileNotFoundError) as exc:
+            print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+            return 2
+        return 0
     try:
         names = models_of(args.target)
         failures, done = [], 0

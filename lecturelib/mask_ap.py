@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .caps import dropped_confident, warn_cap
+
 COCO_THRESHOLDS = tuple(float(t) for t in np.linspace(0.5, 0.95, 10))
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)
 
@@ -107,7 +109,8 @@ class MaskAP:
 
     ``preds[i]``: ``masks`` (bool or float[D, H, W], or float[D, 1, H, W] as torchvision returns),
     ``scores`` float[D], ``labels`` int[D]. ``targets[i]``: ``masks`` [G, H, W], ``labels`` int[G].
-    Label 0 (background) is never scored.
+    Label 0 (background) is never scored. At most ``max_dets`` detections per image and class are scored,
+    the best first (a :class:`lecturelib.caps.CapWarning` says when one scored >= 0.5 is left out).
     """
 
     num_classes: int
@@ -164,7 +167,11 @@ class MaskAP:
                 d = np.flatnonzero(pl == c)
                 if len(d) == 0:
                     continue
-                d = d[np.argsort(-ps[d], kind="mergesort")][: self.max_dets]
+                d = d[np.argsort(-ps[d], kind="mergesort")]
+                if dropped_confident(ps[d], self.max_dets):
+                    warn_cap(f"MaskAP: max_dets={self.max_dets} detections per image and class are scored; an image "
+                             "had more, including one scored >= 0.5; raise max_dets")
+                d = d[: self.max_dets]
                 sub = iou[np.ix_(d, g)]
                 tp = np.stack([match_image(sub, t) for t in self.thresholds])   # (T, D)
                 self._records[c].append((ps[d], tp))

@@ -5,10 +5,16 @@ class head) with torchvision's engineering (class-specific masks, box refinement
 stage, parallel rather than cascaded mask and class heads). It gets the same backbone
 (:class:`lecturelib.cascade.Backbone`), the same anchors, the same scenes and the same training
 loop and budget as :class:`lecturelib.cascade.MaskCascade`.
+
+torchvision resizes every input so that its shorter side is ``image_size`` (its longer side at most
+``image_size``) and pads it to a multiple of 32; boxes and masks come back in the input's pixels. Its
+per-image caps (``post_nms_test`` proposals, ``detections`` detections) say when they bite
+(:mod:`lecturelib.caps`).
 """
 from __future__ import annotations
 
 from collections import OrderedDict
+from functools import partial
 
 import torch
 import torch.nn as nn
@@ -18,7 +24,8 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.ops import MultiScaleRoIAlign
 
-from .cascade import Backbone, CascadeConfig
+from .caps import CONFIDENT, proposals_saturated, warn_cap
+from .cascade import ANCHOR_FRACTIONS, Backbone, CascadeConfig
 
 
 class _FeatureDict(nn.Module):
@@ -37,7 +44,10 @@ def tiny_maskrcnn(num_classes: int, image_size: int, width: int = 16,
                   config: CascadeConfig | None = None) -> MaskRCNN:
     """``torchvision.models.detection.MaskRCNN`` with the cascade's backbone and anchors (weights=None).
 
-    Images are not resized (min_size = max_size = ``image_size``); heads are shrunk to the backbone's width.
+    Images of ``image_size`` are not resized (min_size = max_size = ``image_size``; other sizes are scaled
+    to it); heads are shrunk to the backbone's width. Anchors: ``config.anchor_sizes`` in pixels, or
+    ANCHOR_FRACTIONS × ``image_size`` when None. A forward hook warns (:class:`lecturelib.caps.CapWarning`)
+    when an image's detections suggest that ``post_nms_test`` or ``detections`` dropped objects.
     """
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2 (background counts), got {num_classes}")
@@ -46,11 +56,12 @@ def tiny_maskrcnn(num_classes: int, image_size: int, width: int = 16,
     cfg = config or CascadeConfig(num_classes=num_classes, width=width)
     backbone = _FeatureDict(Backbone(width))
     C = backbone.out_channels
-    anchors = AnchorGenerator(sizes=(tuple(s * image_size for s in cfg.anchor_sizes),),
+    sizes = cfg.anchor_sizes if cfg.anchor_sizes is not None else tuple(f * image_size for f in ANCHOR_FRACTIONS)
+    anchors = AnchorGenerator(sizes=(tuple(sizes),),
                               aspect_ratios=(tuple(cfg.anchor_ratios),))
     box_pool = MultiScaleRoIAlign(["0"], output_size=7, sampling_ratio=2)
     mask_pool = MultiScaleRoIAlign(["0"], output_size=cfg.roi_size, sampling_ratio=2)
-    return MaskRCNN(
+    model = MaskRCNN(
         backbone, num_classes=None,
         min_size=image_size, max_size=image_size, image_mean=[0.0, 0.0, 0.0], image_std=[1.0, 1.0, 1.0],
         rpn_anchor_generator=anchors, rpn_pre_nms_top_n_train=cfg.pre_nms, rpn_pre_nms_top_n_test=cfg.pre_nms,
@@ -63,3 +74,20 @@ def tiny_maskrcnn(num_classes: int, image_size: int, width: int = 16,
         mask_roi_pool=mask_pool, mask_head=MaskRCNNHeads(C, [C], 1),
         mask_predictor=MaskRCNNPredictor(C, C, num_classes),
     )
+    model.register_forward_hook(partial(report_caps, cfg.post_nms_test, cfg.detections))
+    return model
+
+
+def report_caps(proposals: int, detections: int, model: nn.Module, inputs, outputs) -> None:
+    """Forward hook of :func:`tiny_maskrcnn` (with its ``post_nms_test`` and ``detections`` bound): in eval mode,
+    warn (:class:`lecturelib.caps.CapWarning`) when an image's detections fill the proposal or detection cap."""
+    if model.training or not isinstance(outputs, list):
+        return
+    for out in outputs:
+        scores = out["scores"]
+        if proposals_saturated(scores, proposals):
+            warn_cap(f"Mask R-CNN: at least half of the post_nms_test={proposals} proposals of an image became "
+                     "detections scored >= 0.5; it may hold more objects: raise CascadeConfig.post_nms_test")
+        if len(scores) >= detections and float(scores.min()) >= CONFIDENT:
+            warn_cap(f"Mask R-CNN: an image returned detections={detections} detections, all scored >= 0.5; more "
+                     "may have been dropped: raise CascadeConfig.detections")

@@ -2,11 +2,13 @@
 
 Rows are ground truth, columns predictions; pixels labelled ``ignore_index``
 (255) are dropped. IoU is averaged only over classes that occur (in the ground
-truth or the predictions) so an absent class never turns the mean into NaN.
+truth or the predictions) so an absent class never turns the mean into NaN. Ground truth
+with no labelled pixel of any class but 0 (background) has no mIoU: it is NaN, with a warning.
 """
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -61,7 +63,12 @@ class ConfusionMatrix:
                                    minlength=self.num_classes ** 2).reshape(self.num_classes, self.num_classes)
 
     def compute(self) -> dict:
-        """pixel_acc, per-class iou (NaN where a class never occurs), miou over the classes that occur."""
+        """pixel_acc, per-class iou (NaN where a class never occurs), miou over the classes that occur.
+
+        When labelled ground-truth pixels exist but none of a class other than 0 (background), ``miou`` is NaN
+        and a warning says so (e.g. binary 0/255 masks read with 255 = ignore); ``pixel_acc`` then counts
+        background pixels only.
+        """
         m = self.mat.double()
         tp = m.diag()
         gt, pr = m.sum(1), m.sum(0)
@@ -69,10 +76,15 @@ class ConfusionMatrix:
         iou = torch.where(union > 0, tp / union.clamp(min=1), torch.full_like(tp, float("nan")))
         valid = union > 0
         total = m.sum()
+        no_objects = bool(total > 0 and gt[1:].sum() == 0)
+        if no_objects:
+            warnings.warn(f"ConfusionMatrix: none of the {int(total)} labelled ground-truth pixels belongs to a class "
+                          "other than 0 (background), so mIoU is undefined (NaN) and pixel_acc counts background "
+                          "only; check the masks (binary 0/255 masks read with 255 = ignore?)", stacklevel=2)
         return {
             "pixel_acc": float(tp.sum() / total) if total > 0 else float("nan"),
             "iou": iou.tolist(),
-            "miou": float(iou[valid].mean()) if valid.any() else float("nan"),
+            "miou": float(iou[valid].mean()) if valid.any() and not no_objects else float("nan"),
             "class_acc": (tp / gt.clamp(min=1)).where(gt > 0, torch.full_like(tp, float("nan"))).tolist(),
         }
 

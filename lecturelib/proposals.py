@@ -22,30 +22,42 @@ import torch
 from skimage.color import rgb2hsv
 
 from .mask_ap import mask_iou
-from .superpixels import SuperpixelConfig, superpixels
+from .superpixels import felzenszwalb_pixels
 from .viz import image_uint8
+
+SUPERPIXEL_SHARE = 0.003   # default smallest superpixel: this share of the image area ...
+PROPOSAL_SHARE = 0.004     # default smallest proposal: this share of the image area ...
+REFERENCE_SIDE = 128       # ... of at most a 128 x 128 image (the largest course scenes): 49 and 66 pixels
 
 
 @dataclass(frozen=True)
 class ProposalConfig:
-    """Diversification strategies and sizes; pixel sizes are for the image given.
+    """Diversification strategies and sizes (in pixels).
 
     scales: Felzenszwalb ``scale`` values (larger = bigger superpixels), one grouping per scale and colour space.
     sigma: Gaussian smoothing before the over-segmentation.
-    min_size: smallest superpixel as a fraction of the image area.
+    min_size: smallest superpixel in pixels (Felzenszwalb's ``min_size``). None: 0.3 % of the image area,
+        but at most its value on a 128 x 128 image (49 px): 12 px on the 64-px course scenes, 49 px on
+        128-px ones and on anything larger, so small objects on large images keep their own superpixels.
     color_spaces: 'rgb' and/or 'hsv' (colour histograms are taken in this space).
     bins: histogram bins per channel.
-    min_area: proposals smaller than this fraction of the image area are dropped.
+    min_area: proposals of fewer pixels are dropped. None: 0.4 % of the image area, at most 65.5 px (its
+        value at 128 x 128): proposals of >= 17 px on 64-px scenes, >= 66 px on 128-px and larger images.
     """
 
     scales: tuple = (40.0, 120.0)
     sigma: float = 0.5
-    min_size: float = 0.003
+    min_size: int | None = None
     color_spaces: tuple = ("rgb", "hsv")
     bins: int = 16
-    min_area: float = 0.004
+    min_area: float | None = None
 
     def __post_init__(self):
+        for name in ("min_size", "min_area"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, (int, float)) and v >= 1):
+                raise ValueError(f"ProposalConfig.{name} is in pixels (>= 1) or None (a share of the image area, "
+                                 f"see the docstring), got {v!r}")
         if not self.scales or any(s <= 0 for s in self.scales):
             raise ValueError(f"ProposalConfig.scales must be positive numbers, got {self.scales!r}")
         bad = set(self.color_spaces) - {"rgb", "hsv"}
@@ -61,11 +73,28 @@ def _image_array(image) -> np.ndarray:
     return image_uint8(image).astype(np.float64) / 255.0
 
 
-def felzenszwalb_regions(image, scale: float, sigma: float = 0.5, min_area: float = 0.003) -> np.ndarray:
-    """Selective search's starting regions: :func:`lecturelib.superpixels.superpixels` (Felzenszwalb) with
-    ``min_area`` as a share of the image (not of a 64x64 image). int64[H, W], ids 0..R-1."""
-    return superpixels(image, SuperpixelConfig(method="felzenszwalb", scale=scale, sigma=sigma,
-                                               min_size=min_area * 64 ** 2))
+def _reference_hw(H: int, W: int) -> tuple[int, int]:
+    """The image size the default sizes are shares of: the image itself, or 128 x 128 for larger images."""
+    return (H, W) if H * W <= REFERENCE_SIDE ** 2 else (REFERENCE_SIDE, REFERENCE_SIDE)
+
+
+def default_min_size(H: int, W: int) -> int:
+    """ProposalConfig's default smallest superpixel (pixels) for an H x W image (see its docstring)."""
+    h, w = _reference_hw(H, W)
+    return max(1, int(round(SUPERPIXEL_SHARE * 64 ** 2 * (h * w / 64 ** 2))))
+
+
+def default_min_area(H: int, W: int) -> float:
+    """ProposalConfig's default smallest proposal (pixels) for an H x W image (see its docstring)."""
+    h, w = _reference_hw(H, W)
+    return PROPOSAL_SHARE * h * w
+
+
+def felzenszwalb_regions(image, scale: float, sigma: float = 0.5, min_size: int | None = None) -> np.ndarray:
+    """Selective search's starting regions: Felzenszwalb superpixels of at least ``min_size`` pixels (None:
+    :func:`default_min_size`). int64[H, W], ids 0..R-1."""
+    H, W = image_uint8(image).shape[:2]
+    return felzenszwalb_pixels(image, scale, sigma, default_min_size(H, W) if min_size is None else min_size)
 
 
 def neighbours(labels: np.ndarray) -> set[tuple[int, int]]:
@@ -159,7 +188,7 @@ def selective_search(image, config: ProposalConfig = ProposalConfig()) -> torch.
     H, W = img.shape[:2]
     spaces = {"rgb": img, "hsv": rgb2hsv(img) if "hsv" in config.color_spaces else None}
     seen, masks = set(), []
-    min_area = config.min_area * H * W
+    min_area = default_min_area(H, W) if config.min_area is None else config.min_area
     for scale in config.scales:
         labels = felzenszwalb_regions(img, scale, config.sigma, config.min_size)
         n = int(labels.max()) + 1

@@ -25,6 +25,7 @@ from torch.utils.data import TensorDataset
 from torchvision.ops import roi_align
 from tqdm.auto import tqdm
 
+from .caps import dropped_confident, warn_cap
 from .mask_ap import mask_iou
 from .proposals import ProposalConfig, masks_to_boxes, selective_search
 from .scenes import NUM_CLASSES
@@ -102,7 +103,8 @@ def select_detections(boxes: torch.Tensor, probs: torch.Tensor, masks: torch.Ten
 
     boxes [R, 4], probs [R, K] (softmax, column 0 = background), masks float[R, 1, H, W] (probabilities or 0/1),
     binary bool[R, H, W]. A region may be kept for several classes (R-CNN scores every class).
-    Returns torchvision-style ``boxes``, ``labels``, ``scores``, ``masks`` [D, 1, H, W], at most ``detections``.
+    Returns torchvision-style ``boxes``, ``labels``, ``scores``, ``masks`` [D, 1, H, W], the ``detections`` best
+    (a :class:`lecturelib.caps.CapWarning` says when the cap drops one scored >= 0.5).
     """
     keep_r, keep_c, keep_s = [], [], []
     nonempty = binary.flatten(1).any(1)
@@ -125,6 +127,9 @@ def select_detections(boxes: torch.Tensor, probs: torch.Tensor, masks: torch.Ten
         return {"boxes": boxes.new_zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long, device=boxes.device),
                 "scores": probs.new_zeros(0), "masks": masks.new_zeros(0, 1, H, W)}
     r, c, s = torch.cat(keep_r), torch.cat(keep_c), torch.cat(keep_s)
+    if dropped_confident(s, detections):
+        warn_cap(f"at most detections={detections} detections per image: an image lost detections scored >= 0.5; "
+                 "raise the model config's detections")
     top = s.argsort(descending=True)[:detections]
     r, c, s = r[top], c[top], s[top]
     return {"boxes": boxes[r], "labels": c, "scores": s, "masks": masks[r]}
@@ -272,9 +277,12 @@ def region_task(config: SDSConfig, train, test=None, seed: int = 0, progress: bo
     """SDS's training task: the proposals of the first ``config.n_scenes`` train scenes, labelled, sampled and
     warped (:func:`build_training_crops`), with the mean colour of those scenes as the mean image.
 
-    train / test: datasets of (image, target) pairs in the detection format. Returns a
-    :class:`lecturelib.tasks.RegionTask`; train the model with :func:`lecturelib.training.fit`.
+    train / test: datasets of (image, target) pairs in the detection format (train None: a task that only
+    evaluates, keeping the model's mean image). Returns a :class:`lecturelib.tasks.RegionTask`; train the
+    model with :func:`lecturelib.training.fit`.
     """
+    if train is None:
+        return RegionTask(config, None, test, mean=None)
     indices = range(min(config.n_scenes, len(train)))
     crops = build_training_crops(train, indices, config, seed=seed, progress=progress)
     return RegionTask(config, crops, test, mean=dataset_mean(train, indices))

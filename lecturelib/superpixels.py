@@ -43,20 +43,32 @@ class SuperpixelConfig:
 
 
 
+def felzenszwalb_pixels(image, scale: float, sigma: float, min_size: int) -> np.ndarray:
+    """Felzenszwalb's segmentation of ``image`` (any form :func:`lecturelib.viz.image_uint8` takes) with the
+    smallest segment ``min_size`` pixels: int64[H, W], ids 0..S-1."""
+    from skimage.segmentation import felzenszwalb
+
+    img = image_uint8(image)
+    seg = felzenszwalb(img, scale=scale, sigma=sigma, min_size=int(min_size))
+    return _consecutive(seg, img.shape[:2])
+
+
+def _consecutive(seg: np.ndarray, shape) -> np.ndarray:
+    _, seg = np.unique(seg, return_inverse=True)     # ids 0 .. S-1 without gaps
+    return seg.reshape(shape).astype(np.int64)
+
+
 def superpixels(image, config: SuperpixelConfig = SuperpixelConfig()) -> np.ndarray:
     """Cut ``image`` (uint8[H, W, 3], float in [0, 1], or Tensor[3, H, W]) into superpixels: int64[H, W], ids 0..S-1."""
-    from skimage.segmentation import felzenszwalb, slic
+    from skimage.segmentation import slic
 
     img = image_uint8(image)
     area = img.shape[0] * img.shape[1] / 64 ** 2
     if config.method == "felzenszwalb":
-        seg = felzenszwalb(img, scale=config.scale, sigma=config.sigma,
-                           min_size=max(1, int(round(config.min_size * area))))
-    else:
-        seg = slic(img, n_segments=max(1, int(round(config.n_segments * area))), compactness=config.compactness,
-                   start_label=0)
-    _, seg = np.unique(seg, return_inverse=True)     # ids 0 .. S-1 without gaps
-    return seg.reshape(img.shape[:2]).astype(np.int64)
+        return felzenszwalb_pixels(img, config.scale, config.sigma, max(1, int(round(config.min_size * area))))
+    seg = slic(img, n_segments=max(1, int(round(config.n_segments * area))), compactness=config.compactness,
+               start_label=0)
+    return _consecutive(seg, img.shape[:2])
 
 
 def superpixel_vote(labels, segments, num_classes: int | None = None) -> np.ndarray:

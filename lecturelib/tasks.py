@@ -28,10 +28,10 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from . import distributed as D
+from .fully_conv import dense_labels_fully_convolutional
 from .mask_ap import MaskAP
 from .metrics import IGNORE_INDEX, BoundaryAccuracy, ConfusionMatrix, psnr_from_mse
 from .multiscale import class_weights
-from .fully_conv import dense_labels_fully_convolutional
 from .patch import extract_patches, pad_for_patches, sample_centres
 from .recurrent import unrolled_loss
 from .scenes import collate_instances
@@ -362,19 +362,22 @@ class RegionTask:
     """Lesson 07's SDS: warped proposal crops (box crop, mask crop, label) -> class, cross-entropy.
 
     recipe: ``num_classes``. train: a TensorDataset of (box crops float[M, 3, s, s], mask crops
-    float[M, 1, s, s], labels int64[M]) from :func:`lecturelib.sds.build_training_crops`; ``mean``
-    (float[3]) is written into the model's mean-image buffer by :meth:`prepare`. test: scenes in the
-    detection format (scored by mask AP like :class:`InstanceTask`), or None.
+    float[M, 1, s, s], labels int64[M]) from :func:`lecturelib.sds.build_training_crops`, or None to only
+    evaluate; ``mean`` (float[3], or None to keep the model's) is written into the model's mean-image buffer
+    by :meth:`prepare`. test: scenes in the detection format (scored by mask AP like :class:`InstanceTask`),
+    or None.
     """
 
     key_metric = "ap50"
 
-    def __init__(self, recipe, train: TensorDataset, test=None, *, mean: torch.Tensor):
-        self.num_classes, self.mean = recipe.num_classes, torch.as_tensor(mean, dtype=torch.float32)
+    def __init__(self, recipe, train: TensorDataset | None, test=None, *, mean: torch.Tensor | None):
+        self.num_classes = recipe.num_classes
+        self.mean = None if mean is None else torch.as_tensor(mean, dtype=torch.float32)
         self.train_set, self.test_set = train, test
 
     def prepare(self, model) -> None:
-        model.mean.copy_(self.mean)
+        if self.mean is not None:
+            model.mean.copy_(self.mean)
 
     def trainable(self, model):
         return _RegionScorer(model)

@@ -5,6 +5,7 @@
     torchrun --nproc_per_node 4 -m lecturelib.train fcn8s --profile full   # 4 GPUs, one process each
     python -m lecturelib.train fcn8s --resume                         # continue after an interruption
     python -m lecturelib.train --list                                 # the models and lessons
+    python -m lecturelib.train fcn8s --data my_data --num-classes 3   # your own folder (images/ + masks/)
 
 It trains exactly the notebooks' models: each model is built from its lesson's one recipe
 (``<LessonConfig>.from_profile(profile)``), made into "a task + :func:`lecturelib.training.fit`"
@@ -23,6 +24,14 @@ on a GPU by default; each recipe derives its own settings from it. ``--epochs``,
 and ``--lr`` change the recipe itself. On CUDA the run uses mixed precision (bf16 where supported,
 else fp16 with loss scaling), pinned memory with loader workers, channels-last tensors and, with
 ``--compile``, ``torch.compile``.
+
+``--data DIR --num-classes K`` trains on your own folder instead of the course scenes: ``DIR/images`` +
+``DIR/masks`` for the semantic models (:class:`lecturelib.datasets.SegmentationFolder`), ``DIR/images`` +
+``DIR/instances`` (+ ``DIR/classes``) for sds, cascade and maskrcnn
+(:class:`lecturelib.instances.InstanceFolder`). ``--val-fraction`` of it (default 0.2, the same split for
+every seed) is evaluated after each epoch; ``--image-size S`` resizes every item to S x S (without it the
+images must share one size for the semantic models); the profile's image size becomes the data's side and
+its train / test counts the split's. ``python -m lecturelib.evaluate --run RUN`` evaluates the result.
 """
 from __future__ import annotations
 
@@ -45,6 +54,7 @@ from . import multiscale as ms
 from . import recurrent as rc
 from . import transposed as T
 from .cascade import CascadeConfig, MaskCascade
+from .datasets import DataFolder, folder_data
 from .deconvnet import deconvnet
 from .fcn import SkipLessonConfig, fcn
 from .maskrcnn import tiny_maskrcnn
@@ -208,6 +218,8 @@ class RunConfig:
     this many steps. channels_last: "auto" (on CUDA), "on" or "off". amp: mixed precision where the
     profile asks and on CUDA. export: write the trained model as a course checkpoint
     (:func:`lecturelib.checkpoints.export`, ``data/checkpoints/<model>/seed<k>.*``); command: how it was run.
+    data: your own folder instead of the course scenes (:func:`user_data`). anchor_sizes: anchor sides in
+    pixels for the instance models (None: the recipe's).
     """
 
     profile: Profile
@@ -228,6 +240,8 @@ class RunConfig:
     progress: bool = True
     export: bool = False
     command: str = ""
+    data: DataFolder | None = None
+    anchor_sizes: tuple | None = None
 
 
 @dataclass
@@ -249,6 +263,21 @@ def recipe_for(name: str, profile: Profile, **changes):
     return dataclasses.replace(recipe, **changes) if changes else recipe
 
 
+def user_data(spec: ModelSpec, profile: Profile, config: RunConfig) -> tuple:
+    """(train, test, profile, recipe changes, about) of a run on ``config.data``: the folder split by
+    :func:`lecturelib.datasets.folder_data`, the profile sized to the data (image size: the resize side, else
+    the largest side rounded up to a multiple of 16; the split's counts), the recipe's num_classes and
+    anchor_sizes, and what ``recipe.json`` records of the data."""
+    train, test, facts = folder_data(spec.data, config.data)
+    if train is None:
+        raise ValueError("--val-fraction 1 leaves nothing to train on; use a fraction below 1")
+    size = config.data.size
+    side = (size if isinstance(size, int) else max(size)) if size else -(-facts["largest_side"] // 16) * 16
+    profile = profile.scaled(image_size=side, n_train=facts["n_train"], n_test=facts["n_val"])
+    changes = {"num_classes": config.data.num_classes, "anchor_sizes": config.anchor_sizes}
+    return train, test, profile, {k: v for k, v in changes.items() if v is not None}, {**config.data.about(), **facts}
+
+
 def train_model(name: str, config: RunConfig, info: D.DistInfo | None = None) -> RunResult:
     """Train model ``name`` of :data:`MODELS` as ``config`` says; returns a :class:`RunResult`.
 
@@ -261,9 +290,15 @@ def train_model(name: str, config: RunConfig, info: D.DistInfo | None = None) ->
     own_group = info is None
     info = info or D.init_distributed(config.device)
     try:
-        profile, device = config.profile, info.device
+        profile, device, about_data, changes = config.profile, info.device, None, {}
+        if config.data is not None:
+            train, test, profile, changes, about_data = user_data(spec, profile, config)
+        else:
+            train, test = scene_data(spec, profile, profile.num_workers)
         recipe = recipe_for(name, profile, epochs=config.epochs, batch_size=config.batch_size, lr=config.lr)
-        train, test = scene_data(spec, profile, profile.num_workers)
+        recipe = dataclasses.replace(recipe, **{k: v for k, v in changes.items() if hasattr(recipe, k)})
+        if config.anchor_sizes and not hasattr(recipe, "anchor_sizes") and info.is_main:
+            print(f"note: {name} has no anchors; --anchor-sizes does not apply to it", file=sys.stderr)
         set_seed(config.seed)                               # the same initial weights on every process
         model = spec.build(recipe)
         task = spec.task(recipe, train, test, config.seed)
@@ -278,7 +313,7 @@ def train_model(name: str, config: RunConfig, info: D.DistInfo | None = None) ->
                   f"{info.world_size} process(es) on {device} | {recipe}")
             Path(config.out).mkdir(parents=True, exist_ok=True)
             about = {"model": name, "lesson": spec.lesson, "recipe": dataclasses.asdict(recipe),
-                     "profile": profile.as_dict()}
+                     "profile": profile.as_dict(), **({"data": about_data} if about_data else {})}
             write_atomic(Path(config.out) / "recipe.json", json.dumps(jsonable(about), indent=2, default=str))
         start = time.perf_counter()
         history = fit(model, task, run, info)
@@ -323,7 +358,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--export", action="store_true",
                    help="write the trained model as a course checkpoint to data/checkpoints/<model>/seed<k>.*")
+    d = p.add_argument_group("your own data (instead of the course scenes)")
+    d.add_argument("--data", type=Path, help="a folder: images/ + masks/ (semantic models) or images/ + instances/ "
+                   "[+ classes/] (sds, cascade, maskrcnn); --image-size S resizes every item to S x S")
+    d.add_argument("--num-classes", type=int, help="classes in the data, background included (needed with --data)")
+    d.add_argument("--class-names", help="a text file: one class name per line, background first")
+    d.add_argument("--val-fraction", type=float, default=0.2, help="share of the folder evaluated, not trained on")
+    d.add_argument("--binary", action="store_true", help="masks of 0 and one other value (e.g. 0/255): class 1")
+    d.add_argument("--anchor-sizes", help="instance models: anchor sides in pixels, e.g. 16,32,64")
     return p
+
+
+def data_settings(args: argparse.Namespace) -> dict:
+    """The RunConfig fields of ``--data`` and its options; ValueError when they do not fit together."""
+    if args.data is None:
+        given = [f for f, v in (("--num-classes", args.num_classes), ("--class-names", args.class_names),
+                                ("--anchor-sizes", args.anchor_sizes)) if v is not None] + (["--binary"] * args.binary)
+        if given:
+            raise ValueError(f"{', '.join(given)} only apply with --data DIR (your own folder)")
+        return {}
+    if args.num_classes is None:
+        raise ValueError("--data needs --num-classes K: the number of classes, background included (K >= 2)")
+    if args.n_train is not None or args.n_test is not None:
+        raise ValueError("--n-train / --n-test do not apply with --data: the folder's size decides; use --val-fraction")
+    if args.export:
+        raise ValueError("--export writes the course checkpoints (course scenes); a run on --data stays in --out")
+    anchors = None
+    if args.anchor_sizes:
+        try:
+            anchors = tuple(float(v) for v in args.anchor_sizes.split(","))
+        except ValueError:
+            raise ValueError(f"--anchor-sizes takes pixel sides separated by commas (e.g. 16,32,64), got "
+                             f"{args.anchor_sizes!r}") from None
+    return {"data": DataFolder(args.data, args.num_classes, args.class_names, args.image_size, args.val_fraction,
+                               args.binary), "anchor_sizes": anchors}
 
 
 def config_from_args(args: argparse.Namespace, cuda_available: bool) -> RunConfig:
@@ -344,7 +412,7 @@ def config_from_args(args: argparse.Namespace, cuda_available: bool) -> RunConfi
                      lr=args.lr, steps=args.steps, seed=args.seed, device=args.device, amp=not args.no_amp,
                      channels_last=args.channels_last, compile=args.compile, sync_bn=args.sync_bn,
                      resume=args.resume, overwrite=args.overwrite, save_every=args.save_every,
-                     progress=not args.no_progress, export=args.export)
+                     progress=not args.no_progress, export=args.export, **data_settings(args))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,12 @@
-"""Pictures: a class palette, mask overlays and image/mask grids (matplotlib)."""
+"""Pictures: a class palette, mask overlays and image/mask grids (matplotlib).
+
+Every helper that shows classes takes ``num_classes`` and ``class_names`` (a dataset's ``class_names``,
+e.g. VOC's 21 for :class:`lecturelib.datasets.VOCScenes`); without names, 11 classes get the course's
+Fashion-MNIST names and any other number "background", "class 1", ...
+"""
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -7,6 +14,8 @@ from torchvision.utils import draw_segmentation_masks
 
 from .metrics import IGNORE_INDEX
 from .scenes import CLASS_NAMES
+
+LEGEND_COLUMNS = 6
 
 # background black, then ten distinct colours (one per Fashion-MNIST class), uint8 RGB
 PALETTE = np.array([
@@ -26,6 +35,22 @@ def palette(num_classes: int) -> np.ndarray:
     return np.concatenate([PALETTE, extra])
 
 
+def class_names_for(num_classes: int | None = None, class_names=None) -> tuple[int, tuple[str, ...]]:
+    """(num_classes, names): from ``class_names`` (its length is the number of classes), else the course's
+    names for None or 11 classes, else ("background", "class 1", ...). Raises ValueError when both are given
+    and disagree."""
+    if class_names is not None:
+        names = tuple(str(n) for n in class_names)
+        if num_classes is not None and num_classes != len(names):
+            raise ValueError(f"num_classes={num_classes} but {len(names)} class_names; give one name per class")
+        return len(names), names
+    if num_classes is None or num_classes == len(CLASS_NAMES):
+        return len(CLASS_NAMES), CLASS_NAMES
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    return num_classes, ("background",) + tuple(f"class {c}" for c in range(1, num_classes))
+
+
 def _as_numpy(x) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
@@ -43,8 +68,10 @@ def image_uint8(image) -> np.ndarray:
     return img
 
 
-def colorize(mask, num_classes: int = len(CLASS_NAMES), ignore_index: int = IGNORE_INDEX) -> np.ndarray:
-    """Label map int[H, W] -> uint8[H, W, 3] with the class palette (ignore pixels white)."""
+def colorize(mask, num_classes: int | None = None, ignore_index: int = IGNORE_INDEX, class_names=None) -> np.ndarray:
+    """Label map int[H, W] -> uint8[H, W, 3] with the class palette (ignore pixels and labels >= num_classes
+    white). num_classes / class_names: see :func:`class_names_for` (default: the course's 11)."""
+    num_classes, _ = class_names_for(num_classes, class_names)
     m = _as_numpy(mask).astype(np.int64)
     if m.ndim != 2:
         raise ValueError(f"mask must be a 2-D label map [H, W], got shape {m.shape}")
@@ -55,8 +82,10 @@ def colorize(mask, num_classes: int = len(CLASS_NAMES), ignore_index: int = IGNO
     return out
 
 
-def overlay(image, mask, num_classes: int = len(CLASS_NAMES), alpha: float = 0.55) -> np.ndarray:
-    """Draw label map ``mask`` over ``image`` with torchvision's ``draw_segmentation_masks``; returns uint8[H,W,3]."""
+def overlay(image, mask, num_classes: int | None = None, alpha: float = 0.55, class_names=None) -> np.ndarray:
+    """Draw label map ``mask`` [H, W] over ``image`` with torchvision's ``draw_segmentation_masks``; returns
+    uint8[H, W, 3]. num_classes / class_names: see :func:`class_names_for` (default: the course's 11)."""
+    num_classes, _ = class_names_for(num_classes, class_names)
     img = image_uint8(image)
     m = torch.as_tensor(_as_numpy(mask)).long()
     if m.shape != img.shape[:2]:
@@ -71,30 +100,49 @@ def overlay(image, mask, num_classes: int = len(CLASS_NAMES), alpha: float = 0.5
 
 
 def instance_overlay(image, masks, alpha: float = 0.6) -> np.ndarray:
-    """Draw instance masks bool[N, H, W] over ``image``, one colour per instance."""
+    """Draw instance masks over ``image``, one colour per instance; returns uint8[H, W, 3].
+
+    masks: bool or integer [N, H, W] (non-zero = inside), or probabilities float [N, H, W] or a model's
+    [N, 1, H, W], inside where > 0.5 (as :func:`lecturelib.mask_ap.mask_iou` and ``MaskAP`` read them).
+    Raises ValueError for other shapes or a size that differs from the image's.
+    """
     img = image_uint8(image)
-    ms = torch.as_tensor(_as_numpy(masks)).bool()
-    if ms.numel() == 0 or ms.shape[0] == 0:
+    ms = torch.as_tensor(_as_numpy(masks))
+    if ms.numel() == 0:
         return img
+    if ms.dim() == 4 and ms.shape[1] == 1:
+        ms = ms[:, 0]
+    if ms.dim() != 3:
+        raise ValueError(f"masks must be [N, H, W] or [N, 1, H, W], got shape {tuple(ms.shape)}")
+    ms = ms > 0.5 if ms.is_floating_point() else ms != 0
+    if tuple(ms.shape[1:]) != img.shape[:2]:
+        raise ValueError(f"masks are {tuple(ms.shape[1:])}, the image {img.shape[:2]}; paste the masks into the image")
     rng = np.random.default_rng(1)
     colors = [tuple(int(v) for v in rng.integers(60, 256, 3)) for _ in range(ms.shape[0])]
     out = draw_segmentation_masks(torch.from_numpy(img).permute(2, 0, 1), ms, alpha=alpha, colors=colors)
     return out.permute(1, 2, 0).numpy()
 
 
-def legend_handles(num_classes: int = len(CLASS_NAMES), names=CLASS_NAMES):
+def legend_handles(num_classes: int | None = None, class_names=None):
+    """One matplotlib patch per class, in the palette's colour, labelled with the class's name
+    (see :func:`class_names_for`)."""
     from matplotlib.patches import Patch
-    return [Patch(color=palette(num_classes)[c] / 255, label=names[c] if c < len(names) else str(c))
-            for c in range(num_classes)]
+
+    num_classes, names = class_names_for(num_classes, class_names)
+    return [Patch(color=palette(num_classes)[c] / 255, label=names[c]) for c in range(num_classes)]
 
 
 def show_grid(rows: list[list], titles: list[list[str]] | None = None, row_labels: list[str] | None = None,
-              size: float = 2.0, legend: bool = False, num_classes: int = len(CLASS_NAMES), dpi: int = 100):
+              size: float = 2.0, legend: bool = False, num_classes: int | None = None, dpi: int = 100,
+              class_names=None):
     """Show a grid of pictures. Each entry is an image ([H,W,3] / [3,H,W]) or a label map ([H,W]), drawn
     without interpolation (each pixel a crisp square); ``dpi`` of the figure (100 by default).
 
-    Returns the matplotlib figure.
+    legend: a legend of the classes under the grid (``num_classes`` / ``class_names``, see
+    :func:`class_names_for`; default the course's 11); a legend of more than two rows makes the figure taller
+    so that it never covers the pictures. Returns the matplotlib figure.
     """
+    num_classes, names = class_names_for(num_classes, class_names)
     import matplotlib.pyplot as plt
 
     if not rows or not all(len(r) == len(rows[0]) for r in rows):
@@ -115,10 +163,17 @@ def show_grid(rows: list[list], titles: list[list[str]] | None = None, row_label
                 ax.set_title(titles[i][j], fontsize=9)
             if row_labels is not None and j == 0:
                 ax.set_ylabel(row_labels[i], fontsize=9)
-    if legend:
-        fig.legend(handles=legend_handles(num_classes), loc="lower center", ncol=min(num_classes, 6),
-                   fontsize=8, frameon=False)
-        fig.tight_layout(rect=(0, 0.08, 1, 1))
-    else:
+    if not legend:
         fig.tight_layout()
+        return fig
+    columns = min(num_classes, LEGEND_COLUMNS)
+    handle = fig.legend(handles=legend_handles(num_classes, names), loc="lower center", ncol=columns, fontsize=8,
+                        frameon=False)
+    if math.ceil(num_classes / columns) <= 2:
+        fig.tight_layout(rect=(0, 0.08, 1, 1))
+    else:                                   # a tall legend: add its height (and a margin) under the grid
+        legend_inches = handle.get_window_extent(fig.canvas.get_renderer()).height / fig.dpi + 0.1
+        height = fig.get_figheight() + legend_inches
+        fig.set_figheight(height)
+        fig.tight_layout(rect=(0, legend_inches / height, 1, 1))
     return fig

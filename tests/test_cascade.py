@@ -1,11 +1,16 @@
 """The cascade: anchors, box coding, RoI warping, forward/backward, empty images; Mask R-CNN builder."""
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
 
+from lecturelib import cascade
+from lecturelib.caps import CapWarning
 from lecturelib.cascade import (
+    Backbone,
     CascadeConfig,
     MaskCascade,
     cascade_stages,
@@ -15,6 +20,8 @@ from lecturelib.cascade import (
     warp_boxes,
 )
 from lecturelib.maskrcnn import tiny_maskrcnn
+from lecturelib.profiles import PROFILES
+from lecturelib.scenes import CourseScenes
 
 
 def tiny_batch(n=2, size=32, classes=4):
@@ -116,8 +123,10 @@ def test_images_without_instances():
 
 def test_bad_input_messages():
     model = MaskCascade(CascadeConfig(num_classes=4, width=4))
-    with pytest.raises(ValueError, match="multiples of 16"):
-        model.eval()(torch.rand(1, 3, 30, 30))
+    with pytest.raises(ValueError, match="multiples of 16.*pad_images"):
+        Backbone(4)(torch.rand(1, 3, 30, 30))
+    with pytest.raises(ValueError, match=r"list of \[3, H, W\]"):
+        model.eval()(torch.rand(3, 32, 32))
     with pytest.raises(ValueError, match="one target dict"):
         model.train()([torch.rand(3, 32, 32)])
     with pytest.raises(ValueError, match="num_classes"):
@@ -137,3 +146,110 @@ def test_tiny_maskrcnn_forward_backward():
     assert preds[0]["masks"].shape[1:] == (1, 32, 32)
     with pytest.raises(ValueError, match="multiple of 16"):
         tiny_maskrcnn(4, image_size=30)
+
+
+# ----------------------------------------------------------------------------- other image sizes
+def test_anchors_are_pixels_whatever_the_input_size():
+    cfg = CascadeConfig.from_profile(PROFILES["quick"].scaled(image_size=128))
+    assert cfg.anchor_sizes is None and cfg.anchor_pixels == pytest.approx((24.32, 48.64, 79.36))
+    model = MaskCascade(cfg)
+    at128 = model.anchors((32, 32))[: model.num_anchors]
+    at512 = model.anchors((128, 128))[: model.num_anchors]            # the same model on a 512-px image
+    torch.testing.assert_close(at512, at128)
+    sides = (at512[:, 2] - at512[:, 0]) * (at512[:, 3] - at512[:, 1])
+    assert sides.sqrt().tolist() == pytest.approx([24.32, 48.64, 79.36] * 3, rel=1e-5)
+    assert MaskCascade(CascadeConfig(anchor_sizes=(10, 20))).anchor_sizes == (10.0, 20.0)
+    with pytest.raises(ValueError, match="pixels"):
+        CascadeConfig(anchor_sizes=(0.19, 0.38, 0.62))
+    mrcnn = tiny_maskrcnn(11, 128, 4, config=cfg)
+    assert mrcnn.rpn.anchor_generator.sizes[0] == pytest.approx((24.32, 48.64, 79.36))
+
+
+# the course's settings give exactly what they gave before anchors were expressed in pixels (values recorded
+# with the earlier code: a seeded model on the first test scenes, eval outputs and one training loss)
+COURSE = {
+    64: dict(scores=[0.09488839656114578, 0.09449876099824905, 0.09449690580368042],
+             box=[0.0, 57.705020904541016, 10.572004318237305, 64.0], mask_sum=5790.4111328125,
+             losses=[2.323911428451538, 0.687183678150177, 0.09154369682073593, 0.6859535574913025]),
+    128: dict(scores=[0.09473364055156708, 0.09448263794183731, 0.094475656747818],
+              box=[0.0, 113.42239379882812, 19.15472984313965, 128.0], mask_sum=17514.353515625,
+              losses=[2.317939043045044, 0.6947735548019409, 0.15730039775371552, 0.6802189350128174]),
+}
+
+
+@pytest.mark.parametrize("side", sorted(COURSE))
+def test_course_scenes_give_the_same_outputs(side):
+    want = COURSE[side]
+    profile = PROFILES["quick"].scaled(image_size=side, n_test=3)
+    data = CourseScenes.from_profile(profile, "test", mode="instance")
+    images, targets = [data[i][0] for i in range(3)], [data[i][1] for i in range(3)]
+    torch.manual_seed(0)
+    model = MaskCascade(CascadeConfig.from_profile(profile)).eval()
+    with torch.no_grad():
+        pred = model(images)[0]
+    assert len(pred["scores"]) == 100
+    assert pred["scores"][:3].tolist() == pytest.approx(want["scores"], rel=1e-4)
+    assert pred["boxes"][0].tolist() == pytest.approx(want["box"], rel=1e-4, abs=1e-3)
+    assert float(pred["masks"].sum()) == pytest.approx(want["mask_sum"], rel=1e-4)
+    model.train()
+    torch.manual_seed(1)
+    losses = model(images, targets)
+    assert [float(losses[k].detach()) for k in sorted(losses)] == pytest.approx(want["losses"], rel=1e-4)
+
+
+def test_inputs_of_any_size_are_padded():
+    torch.manual_seed(0)
+    model = MaskCascade(CascadeConfig(num_classes=4, width=4))
+    images, targets = tiny_batch()
+    images[1] = images[1][:, :30, :24]                                 # 30 x 24: not a multiple of 16
+    targets[1] = {"boxes": torch.tensor([[2.0, 3.0, 20.0, 25.0]]), "labels": torch.tensor([2]),
+                  "masks": torch.zeros(1, 30, 24, dtype=torch.uint8)}
+    targets[1]["masks"][0, 3:25, 2:20] = 1
+    model.train()
+    losses = model(images, targets)
+    assert all(torch.isfinite(v) for v in losses.values())
+    model.eval()
+    preds = model(images)
+    assert preds[0]["masks"].shape[-2:] == (32, 32) and preds[1]["masks"].shape[-2:] == (30, 24)
+    assert (preds[1]["boxes"][:, 2] <= 24).all() and (preds[1]["boxes"][:, 3] <= 30).all()
+    assert model(torch.rand(1, 3, 30, 30))[0]["masks"].shape[-2:] == (30, 30)
+    assert cascade_stages(model, images[1], top=2)["proposals"].shape[1] == 4
+
+
+def test_zero_width_boxes_are_refused():
+    model = MaskCascade(CascadeConfig(num_classes=4, width=4)).train()
+    images, targets = tiny_batch()
+    targets[0]["boxes"][1] = torch.tensor([10.0, 16.0, 10.0, 30.0])  # torchvision's box of a 1-pixel-wide mask
+    with pytest.raises(ValueError, match=r"targets\[0\]\['boxes'\]\[1\].*zero width.*pixel-edge"):
+        model(images, targets)
+
+
+def test_the_proposal_cap_says_when_it_bites(monkeypatch):
+    model = MaskCascade(CascadeConfig(num_classes=4, width=4, post_nms_test=4)).eval()
+    images, _ = tiny_batch()
+    found = {"boxes": torch.zeros(2, 4), "labels": torch.tensor([1, 2]), "scores": torch.tensor([0.9, 0.6]),
+             "masks": torch.zeros(2, 1, 32, 32)}
+    monkeypatch.setattr(cascade, "postprocess", lambda *args: found)
+    with pytest.warns(CapWarning, match="post_nms_test=4"):
+        model(images)
+    found["scores"] = torch.tensor([0.9, 0.3])                        # one confident detection of 4 proposals
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CapWarning)
+        model(images)
+
+
+def test_mask_rcnn_caps_say_when_they_bite():
+    from types import SimpleNamespace
+
+    from lecturelib.maskrcnn import report_caps
+
+    model = SimpleNamespace(training=False)
+    full = [{"scores": torch.tensor([0.9, 0.8, 0.7, 0.6])}]
+    with pytest.warns(CapWarning, match="post_nms_test=8"):
+        report_caps(8, 100, model, None, full)
+    with pytest.warns(CapWarning, match="detections=4"):
+        report_caps(100, 4, model, None, full)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CapWarning)
+        report_caps(24, 100, model, None, full)                        # 4 confident of 24 proposals: room left
+        report_caps(8, 100, SimpleNamespace(training=True), None, {"loss": torch.tensor(1.0)})

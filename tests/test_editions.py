@@ -28,10 +28,26 @@ def test_stub_keeps_signature_and_docstring_and_raises():
 
 
 @pytest.mark.parametrize("src,word", [("x = 1\n", "only imports and function definitions"),
-                                      ("def f(): return 1\n", "own lines"), ("def f(:\n", "not valid Python")])
+                                      ("def f(:\n", "not valid Python")])
 def test_stub_rejects_cells_it_cannot_stub(src, word):
     with pytest.raises(ValueError, match=word):
         stub_source(src)
+
+
+@pytest.mark.parametrize("src,signature", [
+    ("def f(a,\n      b): return a + b\n", "def f(a,\n      b):\n"),
+    ("def f(): return 1\n", "def f():\n"),
+    ('def f(x: dict = {"a": 1}, g=lambda y: y) -> "a:b":  # c: d\n    return 1\n',
+     'def f(x: dict = {"a": 1}, g=lambda y: y) -> "a:b":  # c: d\n'),
+    ('def f(a): """Doc: a."""; return a\n', 'def f(a):\n    """Doc: a."""\n'),
+])
+def test_stub_copies_the_signature_up_to_its_colon(src, signature):
+    out = stub_source(src)
+    assert out.startswith(signature) and "return" not in out.split("raise")[0].replace("# YOUR CODE HERE", "")
+    ns = {}
+    exec(compile(out, "stub", "exec"), ns)
+    with pytest.raises(NotImplementedError):
+        ns["f"](*([1] * ns["f"].__code__.co_argcount))
 
 
 def test_solution_passes_and_student_edition_fails_on_the_fixture(tmp_path):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import warnings
 
 import numpy as np
 import pytest
@@ -190,3 +191,25 @@ def test_semantic_to_instances_merges_touching_items():
     p = semantic_to_instances(sem, 4)
     assert p["labels"].tolist() == [2, 3]
     assert p["masks"][0].sum() == 18
+
+
+def test_caps_say_when_they_drop_confident_detections():
+    from lecturelib.caps import CapWarning
+    from lecturelib.sds import select_detections
+
+    target = {"masks": torch.zeros(1, 8, 8, dtype=torch.bool), "labels": torch.tensor([1])}
+    many = {"masks": torch.zeros(5, 8, 8, dtype=torch.bool), "labels": torch.ones(5, dtype=torch.long),
+            "scores": torch.tensor([0.9, 0.8, 0.7, 0.6, 0.55])}
+    with pytest.warns(CapWarning, match="max_dets=3"):
+        MaskAP(2, max_dets=3).update([many], [target])
+    many["scores"] = torch.tensor([0.9, 0.8, 0.7, 0.2, 0.1])          # only unconfident ones dropped: silent
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CapWarning)
+        MaskAP(2, max_dets=3).update([many], [target])
+    masks = torch.zeros(4, 8, 8, dtype=torch.bool)
+    for k in range(4):
+        masks[k, 2 * k:2 * k + 2] = True                                 # four disjoint regions
+    probs = torch.tensor([[0.1, 0.9]] * 4)
+    with pytest.warns(CapWarning, match="detections=2"):
+        out = select_detections(torch.zeros(4, 4), probs, masks[:, None].float(), masks, 0.05, 0.5, 2)
+    assert len(out["scores"]) == 2

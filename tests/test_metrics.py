@@ -1,4 +1,5 @@
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -74,3 +75,16 @@ def test_ignore_pixels_count_nowhere():
     out = cm.compute()
     assert out["pixel_acc"] == 1.0 and out["miou"] == 1.0
     assert np.isnan(out["iou"][0]) and np.isnan(out["iou"][2])
+
+
+def test_metric_without_labelled_foreground_says_so():
+    target = torch.zeros(375, 500, dtype=torch.long)
+    target[100:200, 100:300] = 255                       # the foreground of a 0/255 mask read as "ignore"
+    with pytest.warns(UserWarning, match="mIoU is undefined"):
+        report = segmentation_report(torch.zeros(375, 500, dtype=torch.long), target, 2)
+    assert np.isnan(report["miou"])                      # not 1.0
+    target[100:200, 100:300] = 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert segmentation_report(torch.zeros(375, 500, dtype=torch.long), target, 2)["miou"] == pytest.approx(
+            0.5 * 167500 / 187500)

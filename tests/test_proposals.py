@@ -9,12 +9,15 @@ from lecturelib.proposals import (
     ProposalConfig,
     best_overlap,
     colour_histograms,
+    default_min_area,
+    default_min_size,
     hierarchical_grouping,
     masks_to_boxes,
     neighbours,
     proposal_recall,
     selective_search,
 )
+from lecturelib.scenes import CourseScenes
 
 
 def test_neighbours_of_a_label_image():
@@ -76,3 +79,43 @@ def test_recall_edge_cases_and_bad_input():
         ProposalConfig(color_spaces=("lab",))
     with pytest.raises(ValueError, match=r"\[H, W, 3\]"):
         selective_search(np.zeros((8, 8)))
+
+
+def disks_image():
+    """100 bright disks of 441 pixels on a dark 512 x 512 background, and their masks."""
+    img = np.full((512, 512, 3), 30, np.uint8)
+    yy, xx = np.mgrid[:512, :512]
+    masks = []
+    for i in range(10):
+        for j in range(10):
+            m = (yy - 26 - 51 * i) ** 2 + (xx - 26 - 51 * j) ** 2 <= 12 ** 2
+            img[m] = 220
+            masks.append(m)
+    return img, torch.from_numpy(np.stack(masks))
+
+
+def test_small_objects_on_a_large_image_are_proposed():
+    img, gt = disks_image()
+    assert int(gt[0].sum()) == 441
+    props = selective_search(img)                    # the default sizes (0.3 % / 0.4 % of 512 x 512 would be
+    rec = proposal_recall(best_overlap(props, gt))   # 786 / 1049 px: one proposal, recall 0)
+    assert len(props) >= 100 and rec[0.5] == 1.0 and rec[0.7] == 1.0
+    one = ProposalConfig(scales=(40.0,), color_spaces=("rgb",), min_size=786, min_area=1049)
+    assert len(selective_search(img, one)) == 1
+
+
+def test_default_sizes_in_pixels_are_the_course_values():
+    # 64-px and 128-px course scenes: exactly the earlier shares of the image area; larger images: 128-px values
+    assert (default_min_size(64, 64), default_min_area(64, 64)) == (12, pytest.approx(16.384))
+    assert (default_min_size(128, 128), default_min_area(128, 128)) == (49, pytest.approx(65.536))
+    assert (default_min_size(512, 512), default_min_area(512, 512)) == (49, pytest.approx(65.536))
+    assert (default_min_size(32, 32), default_min_area(32, 32)) == (3, pytest.approx(4.096))
+    with pytest.raises(ValueError, match="in pixels"):
+        ProposalConfig(min_size=0.003)
+
+
+@pytest.mark.parametrize("side,counts", [(64, [368, 268, 362, 275]), (128, [370, 220, 414, 256])])
+def test_course_scenes_give_the_same_proposals(side, counts):
+    """The number of proposals on the first test scenes, recorded before sizes were expressed in pixels."""
+    scenes = CourseScenes("test", n=4, size=side, mode="instance")
+    assert [len(selective_search(scenes[i][0])) for i in range(4)] == counts
