@@ -1,4 +1,4 @@
-# The course's commands. `make lab` opens the course, `make test` runs every test.
+# The course's commands. `make lab` serves the course in JupyterLab, `make test` runs every test.
 # Both build the virtual environment in .venv first if it is missing or stale.
 PYTHON ?= python3
 VENV   := .venv
@@ -13,7 +13,7 @@ TEST_THREADS ?= 1
 .PHONY: lab test test-fast notebooks student bench lint data verify clean help
 
 help:
-	@echo "make lab        open the course in JupyterLab (builds .venv on first use)"
+	@echo "make lab        start JupyterLab on the course and print its address (PORT=8888; builds .venv on first use)"
 	@echo "make test       run every test: unit tests, all notebooks under nbval, the browser test"
 	@echo "make test-fast  unit tests only"
 	@echo "make notebooks  re-execute every notebook in place with the quick profile"
@@ -31,8 +31,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m lecturelib.pretrained install
 	touch $(STAMP)
 
+# JupyterLab sends no request off this machine: no news feed and no update check on the server, and both settings
+# off by default in the browser (jupyterlab-settings/overrides.json; a user's own settings still win)
+LAB_OFFLINE := --LabApp.news_url=None --LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate \
+	--LabApp.app_settings_dir=$(CURDIR)/jupyterlab-settings
+
 lab: $(STAMP)
-	$(BIN)/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 --port=$(PORT) --no-browser $(ROOT_FLAG)
+	@echo "JupyterLab prints its address below (http://127.0.0.1:$(PORT)/lab?token=...): open it in a browser on this"
+	@echo "machine (Ctrl+click in most terminals). Another port: make lab PORT=8890. Stop: Ctrl+C, then y."
+	$(BIN)/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 --port=$(PORT) --no-browser $(ROOT_FLAG) $(LAB_OFFLINE)
 
 # two pytest workers on two cores: one thread each (oversubscribed OpenMP threads are many times slower)
 test: $(STAMP)

@@ -1,6 +1,7 @@
-"""The frames of the transposed-convolution widget: pure functions from settings to arrays and pictures.
+"""The frames of the transposed-convolution explorer: pure functions from settings to arrays.
 
-A frame is what the widget shows at one step:
+A frame is what the explorer shows at one step. Steps are numbered from 0 here (``step``) and shown
+from 1 to the student ("step 1/4" at ``step == 0``).
 
 * :func:`scatter_frame` -- step *t* takes the *t*-th input value (row-major), scales the kernel with it and
   writes the result into the *full* output (before ``padding`` crops it): which cells it writes, the
@@ -8,28 +9,32 @@ A frame is what the widget shows at one step:
 * :func:`gather_frame` -- step *t* computes the *t*-th output cell as a dot product between the flipped
   kernel and a window of the zero-inserted, padded input.
 * :func:`matrix_frame` -- step *t* adds ``x_t`` times column *t* of ``C.T`` to the output vector.
+* :func:`pair_frame` -- the convolution and its transpose side by side: the window that output *t* of the
+  strided convolution reads (row *t* of ``C``) is where input *t* of the transposed convolution writes
+  (column *t* of ``C.T``).
+* :func:`overlap_frame` -- the 1-D transposed convolution, one copy of the kernel per input cell, with the
+  number of writes each output cell receives: uneven counts are the cause of checkerboard artifacts.
 
-:func:`render_frame` draws any frame with matplotlib (the numbers included); :func:`frame_png` gives PNG bytes.
+:func:`frame_image` and :func:`frame_png` draw any frame (:mod:`lecturelib.frame_pictures`).
 Everything here is single-channel and square, in float64 NumPy.
 """
 from __future__ import annotations
 
-import io
-import os
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 import torch
 
 from .transposed import conv_matrix, conv_transpose_output_size, gather_padding
 
-VIEW_NAMES = ("scatter", "gather", "matrix")
+VIEW_NAMES = ("scatter", "gather", "matrix", "pair", "1d")
+VIEW_LABELS = {"scatter": "scatter", "gather": "gather", "matrix": "matrix", "pair": "conv \u2194 transpose",
+               "1d": "1-D overlap"}
 
 
 @dataclass(frozen=True)
 class Settings:
-    """One square, single-channel transposed convolution: what the widget's sliders choose."""
+    """One square, single-channel transposed convolution: what the explorer's sliders choose (ints, in cells)."""
 
     in_size: int = 2
     kernel_size: int = 3
@@ -44,13 +49,21 @@ class Settings:
         return self.dilation * (self.kernel_size - 1) + 1
 
     @property
+    def written_size(self) -> int:
+        """Cells the scattered kernels reach: ``(n-1)s + d(k-1) + 1``."""
+        return (self.in_size - 1) * self.stride + self.span
+
+    @property
     def full_size(self) -> int:
-        """Side of the full output, before ``padding`` crops it: ``(n-1)s + d(k-1) + 1 + output_padding``."""
-        return (self.in_size - 1) * self.stride + self.span + self.output_padding
+        """Side of the full output, before ``padding`` crops it: ``(n-1)s + d(k-1) + 1 + output_padding``.
+
+        The last ``output_padding`` rows and columns are never written: they hold zeros.
+        """
+        return self.written_size + self.output_padding
 
     @property
     def out_size(self) -> int:
-        """Side of the output (ValueError for impossible settings)."""
+        """Side of the output, ``full_size - 2 * padding`` (ValueError for impossible settings)."""
         return conv_transpose_output_size(self.in_size, self.kernel_size, self.stride, self.padding,
                                           self.output_padding, self.dilation)
 
@@ -63,8 +76,21 @@ class Settings:
         """Raise ValueError naming the setting to change; return the output size."""
         return self.out_size
 
+    def offending(self) -> str | None:
+        """The field that makes these settings impossible (``'output_padding'`` or ``'padding'``), or None."""
+        try:
+            self.validate()
+        except ValueError:
+            if self.output_padding >= max(self.stride, self.dilation):
+                return "output_padding"
+            return "padding"
+        return None
+
     def formula(self) -> str:
-        """The output-size formula with this setting's numbers, e.g. ``(2−1)·2 − 2·1 + 1·(3−1) + 0 + 1 = 3``."""
+        """The output-size formula with this setting's numbers, e.g. ``(2−1)·2 − 2·1 + 1·(3−1) + 0 + 1 = 3``.
+
+        The value is computed even for impossible settings (it may then be < 1).
+        """
         n, k, s, p, op, d = (self.in_size, self.kernel_size, self.stride, self.padding, self.output_padding,
                              self.dilation)
         value = (n - 1) * s - 2 * p + d * (k - 1) + op + 1
@@ -95,7 +121,7 @@ def _values(settings: Settings, x, kernel) -> tuple[np.ndarray, np.ndarray]:
 
 def _check_step(step: int, n_steps: int) -> int:
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or not 0 <= step < n_steps:
-        raise ValueError(f"step must be an int in 0..{n_steps - 1}, got {step!r}")
+        raise ValueError(f"step must be an int in 0..{n_steps - 1} (shown as 1..{n_steps}), got {step!r}")
     return int(step)
 
 
@@ -149,6 +175,15 @@ class ScatterFrame:
         mask = np.zeros_like(self.counts, dtype=bool)
         mask[self.rows, self.cols] = True
         return mask
+
+
+def unwritten_mask(settings: Settings) -> np.ndarray:
+    """bool[F, F]: the cells of the full output that output_padding adds (its last rows/columns); none is written."""
+    F, W = settings.full_size, settings.written_size
+    mask = np.zeros((F, F), bool)
+    mask[W:, :] = True
+    mask[:, W:] = True
+    return mask
 
 
 def scatter_frame(settings: Settings, step: int, x=None, kernel=None) -> ScatterFrame:
@@ -228,6 +263,17 @@ def gather_frame(settings: Settings, step: int, x=None, kernel=None) -> GatherFr
 
 
 # ----------------------------------------------------------------------------- matrix
+def forward_matrix(settings: Settings, kernel=None) -> np.ndarray:
+    """C: the strided convolution (same kernel, stride, padding, dilation) from out×out to n×n.
+
+    float64[n*n, out*out], row-major on both sides; the transposed convolution is ``C.T``.
+    """
+    _, w = _values(settings, None, kernel)
+    weight = torch.from_numpy(w.copy())[None, None]
+    return conv_matrix(weight, settings.out_size, settings.stride, settings.padding, settings.dilation,
+                       out_size=settings.in_size).numpy()
+
+
 @dataclass(frozen=True)
 class MatrixFrame:
     """Step ``step`` of the matrix view: y = sum over t' <= step of x[t'] * C.T[:, t']."""
@@ -248,226 +294,155 @@ class MatrixFrame:
 def matrix_frame(settings: Settings, step: int, x=None, kernel=None) -> MatrixFrame:
     """The matrix view after input values 0..``step`` have been multiplied by their column of C.T."""
     x, w = _values(settings, x, kernel)
-    n, out = settings.in_size, settings.out_size
-    step = _check_step(step, n * n)
-    weight = torch.from_numpy(w.copy())[None, None]
-    C = conv_matrix(weight, out, settings.stride, settings.padding, settings.dilation, out_size=n).numpy()
-    ct = C.T.copy()                                   # (out*out, n*n)
+    step = _check_step(step, settings.in_size ** 2)
+    ct = forward_matrix(settings, w).T.copy()            # (out*out, n*n)
     xv = x.reshape(-1)
     partial = ct[:, :step + 1] @ xv[:step + 1]
-    return MatrixFrame(settings, step, n * n, ct, xv, partial)
+    return MatrixFrame(settings, step, settings.in_size ** 2, ct, xv, partial)
 
 
+# ----------------------------------------------------------------------------- convolution and its transpose
+@dataclass(frozen=True)
+class PairFrame:
+    """Step ``step`` of the conv ↔ transpose view, on the full grid F×F (F = out + 2·padding).
+
+    The full grid is both the padded input of the strided convolution (out×out plus ``padding`` on every
+    side) and the full output of the transposed convolution (before ``padding`` crops it).
+    """
+
+    settings: Settings
+    step: int
+    n_steps: int
+    pixel: tuple[int, int]        # (i, j): output y[i, j] of the convolution = input x[i, j] of the transpose
+    taps: np.ndarray              # float64[F, F]: kernel[a, b] at (i*s + a*d, j*s + b*d), NaN elsewhere
+    matrix: np.ndarray            # float64[n*n, out*out]: C
+
+    @property
+    def crop(self) -> slice:
+        """Rows (and columns) of the full grid inside the convolution's input / the transpose's output."""
+        p = self.settings.padding
+        return slice(p, p + self.settings.out_size)
+
+    @property
+    def window(self) -> np.ndarray:
+        """bool[F, F]: the cells under the kernel at this step (padding cells included)."""
+        return ~np.isnan(self.taps)
+
+    @property
+    def row(self) -> np.ndarray:
+        """float64[out, out]: row ``step`` of C (= column ``step`` of C.T) on the output grid."""
+        out = self.settings.out_size
+        return self.matrix[self.step].reshape(out, out)
+
+
+def pair_frame(settings: Settings, step: int, x=None, kernel=None) -> PairFrame:
+    """The convolution's window of output ``step`` and the transpose's writes of input ``step`` (the same cells)."""
+    x, w = _values(settings, x, kernel)
+    n, F = settings.in_size, settings.full_size
+    step = _check_step(step, n * n)
+    rows, cols, _ = scatter_writes(settings, step, x, w)
+    taps = np.full((F, F), np.nan)
+    taps[rows, cols] = w
+    return PairFrame(settings, step, n * n, divmod(step, n), taps, forward_matrix(settings, w))
+
+
+# ----------------------------------------------------------------------------- 1-D overlap
+@dataclass(frozen=True)
+class OverlapFrame:
+    """Step ``step`` of the 1-D view: copy ``step`` of the kernel lands at cells ``step*s + a*d`` of the full grid."""
+
+    settings: Settings
+    step: int
+    n_steps: int
+    x: np.ndarray                 # float64[n]
+    kernel: np.ndarray            # float64[k]
+    copies: np.ndarray            # float64[n, F]: x[i] * kernel[a] at i*s + a*d in row i, NaN elsewhere (all copies)
+    running: np.ndarray           # float64[F]: sum of copies 0..step
+    counts: np.ndarray            # int64[F]: writes received from copies 0..step
+    total_counts: np.ndarray      # int64[F]: writes received from all copies
+    phase_counts: tuple           # writes per cell by position mod s, away from the borders (long inputs)
+
+    @property
+    def crop(self) -> slice:
+        """Cells of the full grid that the output keeps."""
+        p = self.settings.padding
+        return slice(p, p + self.settings.out_size)
+
+    @property
+    def even(self) -> bool:
+        """True when every cell away from the borders receives the same number of writes."""
+        return len(set(self.phase_counts)) == 1
+
+
+def phase_counts(kernel_size: int, stride: int, dilation: int = 1) -> tuple[int, ...]:
+    """Writes per output cell of a long 1-D transposed convolution, by the cell's position mod ``stride``.
+
+    Tap ``a`` of input ``i`` writes cell ``i*s + a*d``, so a cell of phase ``r`` receives one write per tap with
+    ``a*d ≡ r (mod s)``. Equal counts for every phase (e.g. k divisible by s when d = 1) mean even overlap.
+    """
+    return tuple(sum(1 for a in range(kernel_size) if (a * dilation) % stride == r) for r in range(stride))
+
+
+def overlap_frame(settings: Settings, step: int, x=None, kernel=None) -> OverlapFrame:
+    """The 1-D transposed convolution after copies 0..``step``; x float[n] and kernel float[k] default to ones.
+
+    With ones, each output cell's sum is its number of writes: a constant input gives a constant output only
+    when the overlap is even.
+    """
+    settings.validate()
+    n, k, s, d, F = (settings.in_size, settings.kernel_size, settings.stride, settings.dilation,
+                     settings.full_size)
+    x = np.ones(n) if x is None else np.asarray(x, dtype=np.float64)
+    w = np.ones(k) if kernel is None else np.asarray(kernel, dtype=np.float64)
+    if x.shape != (n,):
+        raise ValueError(f"x must have shape ({n},) for in_size={n}, got {x.shape}")
+    if w.shape != (k,):
+        raise ValueError(f"kernel must have shape ({k},) for kernel_size={k}, got {w.shape}")
+    step = _check_step(step, n)
+    copies = np.full((n, F), np.nan)
+    for i in range(n):
+        copies[i, i * s + np.arange(k) * d] = x[i] * w
+    written = ~np.isnan(copies)
+    running = np.nansum(copies[:step + 1], axis=0)
+    return OverlapFrame(settings, step, n, x, w, copies, running, written[:step + 1].sum(0).astype(np.int64),
+                        written.sum(0).astype(np.int64), phase_counts(k, s, d))
+
+
+# ----------------------------------------------------------------------------- any view
 def make_frame(settings: Settings, view: str, step: int, x=None, kernel=None):
-    """The frame of ``view`` ('scatter', 'gather' or 'matrix') at ``step``."""
-    makers = {"scatter": scatter_frame, "gather": gather_frame, "matrix": matrix_frame}
+    """The frame of ``view`` (one of :data:`VIEW_NAMES`) at ``step`` (0-based)."""
+    makers = {"scatter": scatter_frame, "gather": gather_frame, "matrix": matrix_frame, "pair": pair_frame,
+              "1d": overlap_frame}
     if view not in makers:
         raise ValueError(f"view must be one of {VIEW_NAMES}, got {view!r}")
     return makers[view](settings, step, x, kernel)
 
 
 def n_steps(settings: Settings, view: str) -> int:
-    """Steps of a view: input pixels (scatter, matrix) or output cells (gather)."""
+    """Steps of a view: output cells (gather), input cells (1-D) or input pixels (the others)."""
     if view not in VIEW_NAMES:
         raise ValueError(f"view must be one of {VIEW_NAMES}, got {view!r}")
-    return settings.out_size ** 2 if view == "gather" else settings.in_size ** 2
+    if view == "gather":
+        return settings.out_size ** 2
+    return settings.in_size if view == "1d" else settings.in_size ** 2
 
 
-# ----------------------------------------------------------------------------- rendering
-# Frames are drawn with PIL (cells, numbers, outlines) because a frame may hold several hundred numbers:
-# a raster with PIL's text takes milliseconds where one matplotlib text artist per number takes ~100x longer.
-MAX_PIXELS = 2400          # the largest picture side a frame may need
-MIN_NUMBER_CELL = 16       # cells smaller than this (pixels) are drawn without their numbers
-_RED, _BLUE, _GRID = (214, 39, 40), (31, 119, 180), (160, 160, 160)
+def frame_image(frame, width: int = 900):
+    """The picture of ``frame``: uint8[H, W, 3], at most ``width`` px wide and ``MAX_HEIGHT`` px tall."""
+    from .frame_pictures import draw_frame
 
-
-@dataclass
-class _Panel:
-    rgb: np.ndarray                         # float[R, C, 3] in [0, 1]
-    numbers: np.ndarray | None              # float[R, C] (NaN: no number) or None
-    title: str
-    outline: np.ndarray | None = None       # bool[R, C]: cells framed in red
-    box: tuple | None = None                # (row, col, height, width): a dashed blue rectangle
-
-
-@lru_cache(maxsize=32)
-def _font(size: int):
-    import matplotlib
-    from PIL import ImageFont
-
-    return ImageFont.truetype(os.path.join(matplotlib.get_data_path(), "fonts", "ttf", "DejaVuSans.ttf"), size)
-
-
-def _fmt(v: float) -> str:
-    if np.isnan(v):
-        return ""
-    return f"{v:.0f}" if float(v).is_integer() else f"{v:.1f}"
-
-
-def _shade(values: np.ndarray, vmax: float | None = None, color=(0.30, 0.55, 0.90)) -> np.ndarray:
-    """White -> ``color`` by |value| / vmax: float[R, C, 3]."""
-    v = np.nan_to_num(np.abs(values.astype(np.float64)))
-    top = vmax if vmax else max(float(v.max()), 1e-9)
-    t = np.clip(v / top, 0, 1)[..., None] * 0.6
-    return 1 - t * (1 - np.asarray(color))
-
-
-def _dashed_rect(draw, x0: int, y0: int, x1: int, y1: int, color, width: int = 2, dash: int = 6) -> None:
-    for a, b in ((x0, x1),):
-        for x in range(a, b, 2 * dash):
-            draw.line([(x, y0), (min(x + dash, b), y0)], fill=color, width=width)
-            draw.line([(x, y1), (min(x + dash, b), y1)], fill=color, width=width)
-    for y in range(y0, y1, 2 * dash):
-        draw.line([(x0, y), (x0, min(y + dash, y1))], fill=color, width=width)
-        draw.line([(x1, y), (x1, min(y + dash, y1))], fill=color, width=width)
-
-
-def _draw_panels(panels: list[_Panel], caption: str, width: int = 900) -> np.ndarray:
-    """Lay out ``panels`` side by side under ``caption``; returns uint8[H, W, 3]."""
-    from PIL import Image, ImageDraw
-
-    title_font, caption_font = _font(13), _font(14)
-    cols = sum(p.rgb.shape[1] for p in panels)
-    rows = max(p.rgb.shape[0] for p in panels)
-    gap = 24
-    cell = int(np.clip((width - gap * (len(panels) + 1)) // max(cols, 1), 4, 40))
-    cell = min(cell, max(4, (MAX_PIXELS - 120) // rows))
-    if rows * cell > MAX_PIXELS - 120:
-        raise ValueError(f"this frame has {rows} rows of cells: too many to draw; make the sizes smaller")
-    title_lines = max(p.title.count("\n") + 1 for p in panels)
-    top = 30 + 17 * title_lines + 6
-    slots = [max(p.rgb.shape[1] * cell, int(max(title_font.getlength(t) for t in p.title.split("\n"))) + 4)
-             for p in panels]
-    W = max(gap + sum(s + gap for s in slots), int(caption_font.getlength(caption)) + 2 * gap)
-    H = top + rows * cell + 12
-    img = Image.new("RGB", (W, H), (255, 255, 255))
-    draw = ImageDraw.Draw(img)
-    draw.text((gap, 8), caption, fill=(0, 0, 0), font=caption_font)
-    x = gap
-    for p, slot in zip(panels, slots):
-        R, C = p.rgb.shape[:2]
-        x0 = x + (slot - C * cell) // 2
-        draw.multiline_text((x + slot // 2, 32), p.title, fill=(0, 0, 0), font=title_font, anchor="ma",
-                            align="center", spacing=4)
-        y0 = top
-        colours = np.round(np.clip(p.rgb, 0, 1) * 255).astype(np.uint8)
-        block = np.repeat(np.repeat(colours, cell, axis=0), cell, axis=1)
-        img.paste(Image.fromarray(block), (x0, y0))
-        for r in range(R + 1):
-            draw.line([(x0, y0 + r * cell), (x0 + C * cell, y0 + r * cell)], fill=_GRID, width=1)
-        for c in range(C + 1):
-            draw.line([(x0 + c * cell, y0), (x0 + c * cell, y0 + R * cell)], fill=_GRID, width=1)
-        if p.numbers is not None and cell >= MIN_NUMBER_CELL:
-            for r in range(R):
-                for c in range(C):
-                    txt = _fmt(p.numbers[r, c])
-                    if not txt:
-                        continue
-                    size = int(cell * 0.45)
-                    while size > 7 and _font(size).getlength(txt) > cell - 3:
-                        size -= 1
-                    draw.text((x0 + c * cell + cell / 2, y0 + r * cell + cell / 2), txt, fill=(0, 0, 0),
-                              font=_font(size), anchor="mm")
-        if p.outline is not None:
-            for r, c in zip(*np.nonzero(p.outline)):
-                draw.rectangle([x0 + c * cell, y0 + r * cell, x0 + (c + 1) * cell, y0 + (r + 1) * cell],
-                               outline=_RED, width=2 if cell >= 8 else 1)
-        if p.box is not None:
-            br, bc, bh, bw = p.box
-            _dashed_rect(draw, x0 + bc * cell, y0 + br * cell, x0 + (bc + bw) * cell, y0 + (br + bh) * cell, _BLUE)
-        x += slot + gap
-    return np.asarray(img)
-
-
-def _scatter_panels(f: ScatterFrame):
-    st = f.settings
-    F = st.full_size
-    i, j = f.pixel
-    here = np.zeros(f.x.shape, bool)
-    here[i, j] = True
-    box = (st.padding, st.padding, st.out_size, st.out_size)
-    numbers = np.where(f.counts > 0, f.running, np.nan)
-    panels = [
-        _Panel(_shade(f.x), f.x, "input x", here),
-        _Panel(_shade(f.values), f.values, f"x[{i},{j}] \u00b7 w"),
-        _Panel(_shade(f.running), numbers, f"running sums\n(full {F}\u00d7{F})", f.written, box),
-        _Panel(_shade(f.counts, vmax=max(int(f.total_counts.max()), 1), color=(0.95, 0.55, 0.15)),
-               f.counts.astype(np.float64), "writes per cell\nso far", f.written, box),
-    ]
-    caption = (f"scatter, step {f.step + 1}/{f.n_steps}: x[{i},{j}] = {_fmt(f.x[i, j])} scales the kernel, added at "
-               f"rows {f.rows[0, 0]}..{f.rows[-1, 0]}, columns {f.cols[0, 0]}..{f.cols[0, -1]}. "
-               f"Dashed: the {st.out_size}\u00d7{st.out_size} output left after padding={st.padding} crops.")
-    return panels, caption
-
-
-def _gather_panels(f: GatherFrame):
-    st = f.settings
-    k, out = st.kernel_size, st.out_size
-    colors = np.array([[0.88, 0.88, 0.88], [1.0, 1.0, 1.0], [0.72, 0.84, 1.0]])  # padding, inserted zero, input
-    window = np.zeros(f.padded.shape, bool)
-    window[f.rows, f.cols] = True
-    q = st.gather_pad
-    pad_txt = (f"padded by d(k\u22121)\u2212p = {q}" if q >= 0 else f"d(k\u22121)\u2212p = {q}: cropped by {-q}")
-    oi, oj = f.cell
-    here = np.zeros((out, out), bool)
-    here[oi, oj] = True
-    panels = [
-        _Panel(colors[f.kind], f.padded, f"zero-inserted input\n{pad_txt}", window),
-        _Panel(_shade(f.flipped), f.flipped, "flipped\nkernel"),
-        _Panel(_shade(f.output), f.output, f"output\n{out}\u00d7{out}", here),
-    ]
-    caption = (f"gather, step {f.step + 1}/{f.n_steps}: y[{oi},{oj}] = sum(window \u00b7 flipped kernel) = "
-               f"{_fmt(f.value)}  (grey: padding, white: inserted zeros, blue: input; k={k}, s={st.stride})")
-    return panels, caption
-
-
-def _matrix_panels(f: MatrixFrame):
-    st = f.settings
-    rows, cols = f.matrix_t.shape
-    out = st.out_size
-    col = np.zeros_like(f.matrix_t, dtype=bool)
-    col[:, f.step] = f.matrix_t[:, f.step] != 0
-    xv = f.x_vec[:, None]
-    here = np.zeros_like(xv, dtype=bool)
-    here[f.step, 0] = True
-    y = f.partial.reshape(out, out)
-    panels = [
-        _Panel(_shade(f.matrix_t), np.where(f.matrix_t != 0, f.matrix_t, np.nan), f"C\u1d40  ({rows}\u00d7{cols})",
-               col),
-        _Panel(_shade(xv), xv, "x", here),
-        _Panel(_shade(y), y, f"y = C\u1d40x\n({out}\u00d7{out})"),
-    ]
-    caption = (f"matrix, step {f.step + 1}/{f.n_steps}: y += x{f.step} \u00b7 column {f.step} of C\u1d40 "
-               f"(C: the stride-{st.stride} convolution {out}\u00d7{out} \u2192 {st.in_size}\u00d7{st.in_size})")
-    return panels, caption
-
-
-def frame_image(frame, width: int = 900) -> np.ndarray:
-    """The picture of ``frame`` with its numbers: uint8[H, W, 3] (about ``width`` pixels wide)."""
-    builders = {ScatterFrame: _scatter_panels, GatherFrame: _gather_panels, MatrixFrame: _matrix_panels}
-    if type(frame) not in builders:
-        raise ValueError(f"frame must be a ScatterFrame, GatherFrame or MatrixFrame, got {type(frame).__name__}")
-    panels, caption = builders[type(frame)](frame)
-    return _draw_panels(panels, caption, width)
+    return draw_frame(frame, width)
 
 
 def frame_png(frame, width: int = 900) -> bytes:
-    """PNG bytes of :func:`frame_image` (what the widget displays)."""
-    from PIL import Image
+    """PNG bytes of :func:`frame_image` (what the explorer displays, one image pixel per screen pixel)."""
+    from .frame_pictures import png_bytes
 
-    buf = io.BytesIO()
-    Image.fromarray(frame_image(frame, width)).save(buf, format="png", optimize=False)
-    return buf.getvalue()
+    return png_bytes(frame_image(frame, width))
 
 
-def render_frame(frame, width: int = 900):
-    """A matplotlib Figure showing :func:`frame_image` at one figure pixel per image pixel."""
-    from matplotlib.figure import Figure
+def frame_caption(frame) -> str:
+    """The caption printed above the picture of ``frame`` (steps counted from 1)."""
+    from .frame_pictures import panels_of
 
-    img = frame_image(frame, width)
-    dpi = 100
-    fig = Figure(figsize=(img.shape[1] / dpi, img.shape[0] / dpi), dpi=dpi)
-    ax = fig.add_axes((0, 0, 1, 1))
-    ax.imshow(img, interpolation="nearest")
-    ax.set_axis_off()
-    return fig
+    return panels_of(frame)[1]

@@ -2,18 +2,36 @@
 
     LECTURELIB_PROFILE=quick python scripts/run_notebooks.py notebooks/*.ipynb
 
-The committed outputs of the course are made this way, with the quick profile.
+The committed outputs of the course are made this way, with the quick profile. Widgets that only work with a
+live kernel (the transposed-convolution explorer) are not stored: their output keeps its static picture. The
+kernelspec metadata is the one JupyterLab writes, so that opening a notebook does not mark it modified.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import sys
 import time
 from pathlib import Path
 
 import nbformat
+from jupyter_client.kernelspec import KernelSpecManager
 from nbclient import NotebookClient
+
+# this script and the notebooks' kernels import this checkout's lecturelib, whichever one is installed
+ROOT = str(Path(__file__).resolve().parents[1])
+sys.path.insert(0, ROOT)
+os.environ["PYTHONPATH"] = os.pathsep.join([ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+                                                     if p and p != ROOT])
+
+from lecturelib.widgets import strip_live_widgets  # noqa: E402
+
+
+def kernelspec_metadata(name: str = "python3") -> dict:
+    """The notebook metadata JupyterLab writes for the kernel ``name`` (its display name included)."""
+    spec = KernelSpecManager().get_kernel_spec(name)
+    return {"display_name": spec.display_name, "language": spec.language, "name": name}
 
 
 def run(path: Path, timeout: int) -> float:
@@ -23,6 +41,8 @@ def run(path: Path, timeout: int) -> float:
     start = time.perf_counter()
     client.execute()
     seconds = time.perf_counter() - start
+    strip_live_widgets(nb)
+    nb.metadata["kernelspec"] = kernelspec_metadata()
     nbformat.write(nb, path)
     return seconds
 
