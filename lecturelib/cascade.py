@@ -1,13 +1,13 @@
-"""Multi-task Network Cascades (Dai, He & Sun, 2015), small enough for a laptop CPU.
+"""Multi-task Network Cascades (Dai, He & Sun, CVPR 2016), small enough for a laptop CPU.
 
 One network, three stages on a shared backbone, trained end to end with one loss:
 
 1. **boxes**: a region proposal network (Faster R-CNN's RPN): at every feature-map cell,
    ``A`` anchors; a 3×3 conv, then per anchor an objectness logit and a box offset
    (dx, dy, dw, dh). Decoded, clipped, NMS-ed: class-agnostic proposals.
-2. **masks**: each proposal's features are reshaped to a fixed size with RoIAlign
-   (``torchvision.ops.roi_align``), and a small head predicts a 28×28 figure/ground
-   mask: per-pixel logistic regression.
+2. **masks**: each proposal's features are warped to a fixed size -- MNC's "RoI warping"
+   layer, computed here with RoIAlign (He et al., Mask R-CNN, 2017; ``torchvision.ops.roi_align``)
+   -- and a small head predicts a 28×28 figure/ground mask: per-pixel logistic regression.
 3. **categories**: the RoI features are multiplied by the predicted mask (background
    masked out) and, beside the plain box features, classified into ``num_classes``
    (0 = background). The class loss back-propagates into the mask head.
@@ -99,6 +99,8 @@ def decode_boxes(anchors: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
 
 def warp_boxes(features: torch.Tensor, boxes: list[torch.Tensor], size: int, stride: int) -> torch.Tensor:
     """RoI warping: each box's region of ``features`` [N, C, h, w] resampled to [R, C, size, size].
+
+    MNC's stage-2 layer, computed with RoIAlign (bilinear sampling; the boxes get no gradient).
 
     ``boxes``: one float[R_i, 4] tensor per image, in input-pixel coordinates.
     """
@@ -246,7 +248,7 @@ def check_targets(targets: list[dict]) -> None:
 
 
 class MaskCascade(nn.Module):
-    """MNC: backbone -> RPN -> RoIAlign -> figure/ground mask -> masked features -> class."""
+    """MNC: backbone -> RPN -> RoI warping (RoIAlign) -> figure/ground mask -> masked features -> class."""
 
     def __init__(self, config: CascadeConfig | None = None):
         super().__init__()

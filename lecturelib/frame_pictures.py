@@ -6,8 +6,8 @@ numbers, red outlines, a dashed blue box and hatching. Pictures are meant to be 
 ``MAX_HEIGHT``. Matrices too tall for that become thumbnails; numbers are left out of cells smaller than
 ``MIN_NUMBER_CELL`` pixels, and the caption says so.
 
-Frames are drawn with PIL because a frame may hold several hundred numbers: a raster with PIL's text takes
-milliseconds where one matplotlib text artist per number takes ~100x longer.
+Frames are drawn with PIL because a frame may hold several hundred numbers: PIL writes them straight into a
+raster, where matplotlib would make one text artist per number, which is far slower.
 """
 from __future__ import annotations
 

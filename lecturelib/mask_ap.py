@@ -10,8 +10,9 @@ class with IoU >= t. We follow the COCO protocol so the numbers agree with pycoc
   read at 101 recall points 0, 0.01, ..., 1 (101-point interpolated AP);
 - classes without ground truth are NaN and left out of the mean.
 
-``AP^r@0.5`` and ``AP^r@0.7`` are the SDS paper's two operating points; ``ap`` is the COCO
-average over t = 0.50, 0.55, ..., 0.95.
+``AP^r@0.5`` is the threshold of the SDS paper's AP^r tables (beside AP^r_vol, AP^r averaged over
+thresholds); ``AP^r@0.7`` is the second column of later tables such as the MNC paper's. ``ap`` is
+the COCO average over t = 0.50, 0.55, ..., 0.95.
 """
 from __future__ import annotations
 

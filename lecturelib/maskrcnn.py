@@ -1,8 +1,9 @@
 """torchvision's Mask R-CNN (He et al., ICCV 2017), no pretrained weights, sized for the course scenes.
 
-The modern reference row of lesson 07: the same idea as the cascade (RPN, RoIAlign, mask head,
-class head) with torchvision's engineering (class-specific masks, box refinement in the second
-stage, parallel rather than cascaded mask and class heads). It gets the same backbone
+The modern reference row of lesson 07. Mask R-CNN is Faster R-CNN with a mask branch added in
+parallel to its box and class branch (class-specific masks, predicted without feeding the class
+head; RoIAlign for the RoI features; boxes refined in the second stage). It does not descend from
+the cascade, whose class head reads the predicted mask. It gets the same backbone
 (:class:`lecturelib.cascade.Backbone`), the same anchors, the same scenes and the same training
 loop and budget as :class:`lecturelib.cascade.MaskCascade`.
 

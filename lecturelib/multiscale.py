@@ -7,6 +7,11 @@ classifier (1×1 convolutions) labels every pixel. A pixel's feature vector then
 describes a small window at full resolution *and* windows 2×, 4×, … larger at
 the coarser levels: context for free, without more parameters in the CNN.
 
+The pyramid is a plain low-pass one: every level is a smoothed, smaller copy of the image, and the
+network only centres its input. Farabet et al. use a Laplacian pyramid and normalise the local
+contrast of every level (zero mean, unit standard deviation over each neighbourhood); the course
+keeps the simpler pyramid, its scenes being already in [0, 1].
+
 The baseline :func:`single_scale_baseline` is the same CNN applied to the
 full-resolution image only, with a wider classifier so that both networks have
 the same number of parameters (within 1 %). What differs is the mechanism:
@@ -33,6 +38,8 @@ from .training import count_parameters
 
 def image_pyramid(x: torch.Tensor, num_scales: int = 3) -> list[torch.Tensor]:
     """Level k is ``x`` shrunk by 2**k (bilinear with antialiasing), k = 0 .. num_scales-1.
+
+    A plain low-pass pyramid, not Farabet et al.'s Laplacian pyramid with local contrast normalisation.
 
     x (Tensor[N, C, H, W]) -> [Tensor[N, C, H, W], Tensor[N, C, H//2, W//2], Tensor[N, C, H//4, W//4], ...]
     Odd sizes round down; a level is never smaller than 1×1.

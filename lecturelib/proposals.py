@@ -1,7 +1,9 @@
 """Bottom-up segment proposals: hierarchical grouping of superpixels, selective-search style.
 
-SDS (Hariharan et al., ECCV 2014) scores *region* proposals made without any learning.
-We make them as selective search does (Uijlings et al., IJCV 2013):
+SDS (Hariharan et al., ECCV 2014) scores *region* proposals made bottom-up, before any class is
+considered: MCG (Arbeláez et al., CVPR 2014), which groups the regions of learned contours and ranks
+the candidates with a learned model. The course's proposals are a stand-in that learns nothing,
+made as selective search does (Uijlings et al., IJCV 2013):
 
 1. over-segment the image into superpixels (Felzenszwalb & Huttenlocher, IJCV 2004);
 2. repeatedly merge the two most similar *neighbouring* regions, with similarity

@@ -2,7 +2,8 @@
 
 R-CNN for regions:
 
-1. bottom-up segment proposals (``lecturelib.proposals.selective_search``), no learning;
+1. bottom-up segment proposals: MCG in the paper; here ``lecturelib.proposals.selective_search``,
+   a stand-in that learns nothing;
 2. for every proposal two crops, warped to a fixed size: its **box** (everything inside the
    bounding box) and its **region** (the same crop with the pixels outside the proposal's mask
    replaced by the mean image, so that after mean subtraction the background is exactly zero);
