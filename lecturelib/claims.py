@@ -10,6 +10,11 @@ A lesson's claim compares models trained with several seeds (the course checkpoi
     >>> c = compare("FCN-8s", [0.41, 0.42, 0.40], "FCN-32s", [0.20, 0.22, 0.21], "miou", min_gap=0.01)
     >>> c.holds
     True
+
+Two settings of *one* model (iteration 3 against iteration 1 of the same trained network, seed by seed)
+are not independent runs: what varies between seeds is mostly the model, shared by both settings.
+:func:`compare_paired` judges them by the per-seed differences instead: every difference at least
+``min_gap``, and their mean at least ``MARGIN_STDS`` times their standard deviation.
 """
 from __future__ import annotations
 
@@ -52,12 +57,14 @@ class Comparison:
     margin: float               # what the gap had to reach: max(min_gap, MARGIN_STDS * pooled_std)
     paired_gaps: tuple          # better - worse, seed by seed
     holds: bool
+    paired: bool = False        # judged by compare_paired: pooled_std is then the std of the paired gaps
 
     def __str__(self) -> str:
         verdict = "holds" if self.holds else "does NOT hold"
         seeds = ", ".join(f"{g:+.3f}" for g in self.paired_gaps)
+        spread = "std of the per-seed gaps" if self.paired else "pooled std"
         return (f"{self.better} > {self.worse} in {self.metric}: gap {self.gap:+.3f} vs required {self.margin:.3f} "
-                f"(3 x pooled std {self.pooled_std:.3f}); per seed {seeds} -> {verdict}")
+                f"(3 x {spread} {self.pooled_std:.3f}); per seed {seeds} -> {verdict}")
 
 
 def compare(better: str, better_values, worse: str, worse_values, metric: str, min_gap: float = 0.0) -> Comparison:
@@ -75,3 +82,21 @@ def compare(better: str, better_values, worse: str, worse_values, metric: str, m
     paired = tuple(x - y for x, y in zip(a, b))
     return Comparison(better, worse, metric, gap, spread, margin, paired,
                       holds=gap >= margin and all(g > 0 for g in paired))
+
+
+def compare_paired(better: str, better_values, worse: str, worse_values, metric: str,
+                   min_gap: float = 0.0) -> Comparison:
+    """Does ``better`` beat ``worse`` seed by seed, when both are settings of the same model per seed?
+
+    Holds when every per-seed gap is at least ``min_gap`` and the mean gap is at least ``MARGIN_STDS`` times
+    the standard deviation of the per-seed gaps. Raises ValueError for fewer than 3 seeds or lists of
+    different lengths.
+    """
+    a, b = [float(x) for x in better_values], [float(x) for x in worse_values]
+    if len(a) != len(b) or len(a) < 3:
+        raise ValueError(f"compare {better} vs {worse}: need the same seeds, at least 3, got {len(a)} and {len(b)}")
+    paired = tuple(x - y for x, y in zip(a, b))
+    gap, spread = mean_std(paired)
+    margin = max(min_gap, MARGIN_STDS * spread)
+    return Comparison(better, worse, metric, gap, spread, margin, paired,
+                      holds=gap >= margin and all(g >= min_gap for g in paired), paired=True)

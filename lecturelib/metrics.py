@@ -28,6 +28,23 @@ def _check_pair(pred: torch.Tensor, target: torch.Tensor, name: str) -> None:
                          "resize the prediction to the target size first (F.interpolate on the logits)")
 
 
+def labels_from_scores(scores: torch.Tensor) -> torch.Tensor:
+    """The predicted label map int64[N, H, W] of class scores float[N, C, H, W]: ``scores.argmax(1)``.
+
+    The same labels (the first class wins a tie), computed by one pass per class over contiguous maps,
+    which on a CPU is several times faster than ``argmax`` over the channel dimension of large maps.
+    """
+    if scores.dim() != 4:
+        raise ValueError(f"scores must be [N, C, H, W], got shape {tuple(scores.shape)}")
+    best = scores[:, 0].clone()
+    labels = torch.zeros(best.shape, dtype=torch.long, device=scores.device)
+    for c in range(1, scores.shape[1]):
+        better = scores[:, c] > best
+        best = torch.where(better, scores[:, c], best)
+        labels[better] = c
+    return labels
+
+
 class ConfusionMatrix:
     """Accumulates a ``num_classes × num_classes`` confusion matrix over batches.
 

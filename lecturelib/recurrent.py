@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .metrics import IGNORE_INDEX, BoundaryAccuracy, ConfusionMatrix
+from .metrics import IGNORE_INDEX, BoundaryAccuracy, ConfusionMatrix, labels_from_scores
 from .multiscale import conv_features, pixel_classifier
 from .scenes import NUM_CLASSES
 
@@ -157,7 +157,7 @@ def evaluate_iterations(model: RecurrentRefiner, loader, device: torch.device, n
     bas = [BoundaryAccuracy(2) for _ in range(iterations)]
     for images, targets in loader:
         for t, logits in enumerate(model.forward_all(images.to(device), iterations)):
-            pred = logits.argmax(1).cpu()
+            pred = labels_from_scores(logits).cpu()
             cms[t].update(pred, targets)
             bas[t].update(pred, targets)
     return [{**cm.compute(), "boundary_acc": ba.compute()} for cm, ba in zip(cms, bas)]

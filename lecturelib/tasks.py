@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from . import distributed as D
 from .fully_conv import dense_labels_fully_convolutional
 from .mask_ap import MaskAP
-from .metrics import IGNORE_INDEX, BoundaryAccuracy, ConfusionMatrix, psnr_from_mse
+from .metrics import IGNORE_INDEX, BoundaryAccuracy, ConfusionMatrix, labels_from_scores, psnr_from_mse
 from .multiscale import class_weights
 from .patch import extract_patches, pad_for_patches, sample_centres
 from .recurrent import unrolled_loss
@@ -143,7 +143,7 @@ class SemanticTask:
     def evaluate(self, model, test_set, info, batch_size, autocast) -> dict:
         def predict(images):
             with autocast():
-                return logits_of(model(images)).argmax(1)
+                return labels_from_scores(logits_of(model(images)))
         return pixel_metrics(predict, test_set, info, self.num_classes, batch_size)
 
 
@@ -186,7 +186,7 @@ class RecurrentTask:
         for t in range(self.iterations):
             def predict(images, t=t):
                 with autocast():
-                    return model.forward_all(images, t + 1)[-1].argmax(1)
+                    return labels_from_scores(model.forward_all(images, t + 1)[-1])
             by_iteration.append(pixel_metrics(predict, test_set, info, self.num_classes, batch_size))
         out = dict(by_iteration[-1])
         out["miou_by_iteration"] = [m["miou"] for m in by_iteration]

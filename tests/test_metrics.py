@@ -88,3 +88,15 @@ def test_metric_without_labelled_foreground_says_so():
         warnings.simplefilter("error")
         assert segmentation_report(torch.zeros(375, 500, dtype=torch.long), target, 2)["miou"] == pytest.approx(
             0.5 * 167500 / 187500)
+
+
+def test_labels_from_scores_equals_argmax_ties_included():
+    from lecturelib.metrics import labels_from_scores
+
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(3, 11, 17, 9, generator=g)
+    scores[:, 4] = scores[:, 7]                       # exact ties: the first class wins, as in argmax
+    scores[0, :, 0, 0] = 1.0                          # all equal: class 0
+    assert torch.equal(labels_from_scores(scores), scores.argmax(1))
+    with pytest.raises(ValueError, match=r"\[N, C, H, W\]"):
+        labels_from_scores(scores[0])

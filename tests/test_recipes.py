@@ -108,7 +108,7 @@ NOTEBOOK: dict[str, NotebookPath] = {
     "resizeconv": _upsampler('"resize-conv": lambda: T.ResizeConvUpsampler(recipe.width)',
                              lambda r: TR.ResizeConvUpsampler(r.width)),
     "fcn32s": _skip('"FCN-32s": fcn32s', fcn32s),
-    "fcn16s": _skip('"FCN-16s": fcn16s', fcn16s),
+    "fcn16s": _skip('"FCN-16s": fcn16s(NUM_CLASSES, config=VGG)', fcn16s),
     "fcn8s": _skip('"FCN-8s": fcn8s', fcn8s),
     "deconvnet": _skip("dn = deconvnet(NUM_CLASSES, config=VGG)", lambda k, config: deconvnet(k, config=config)),
     "sds": NotebookPath(
