@@ -240,7 +240,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
     if not done:
-        print(f"no course checkpoint of {args.target!r} is shipped", file=sys.stderr)
+        shipped = sorted(name for name in MODELS if checkpoints.stored_seeds(name))
+        print(f"error: no course checkpoint of {args.target!r} is shipped; the shipped ones: {', '.join(shipped)}. "
+              f"Train one: {checkpoints.retrain_command(names[0], 0)}", file=sys.stderr)
         return 2
     for f in failures:
         print(f"stale: {f}", file=sys.stderr)

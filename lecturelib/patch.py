@@ -338,7 +338,7 @@ class PatchLessonConfig:
             return self.hidden
         channels = self.width * 2 ** (self.stages - 1)
 
-        def per_unit(p):                                   # parameters one hidden unit adds: fc1 row + bias + fc2 column
+        def per_unit(p):            # parameters one hidden unit adds: fc1 row + bias + fc2 column
             return channels * feature_size(p, self.stages) ** 2 + 1 + self.num_classes
 
         budget = self.hidden * per_unit(max(self.patch_sizes))

@@ -129,3 +129,10 @@ def test_a_stale_recipe_is_refused(tiny_checkpoint, monkeypatch):
     monkeypatch.setitem(info["recipe"], "class_balance", 0.25)
     with pytest.raises(ValueError, match="another recipe.*class_balance"):
         E.recipe_of(info)
+
+
+def test_evaluating_a_lesson_without_checkpoints_says_which_are_shipped(capsys):
+    assert E.main(["07", "--check"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no course checkpoint of '07' is shipped")
+    assert "fcn8s" in err and "python -m lecturelib.train sds --profile course" in err

@@ -98,7 +98,8 @@ NOTEBOOK: dict[str, NotebookPath] = {
         lambda cfg, data, seed: RecurrentTask(cfg, data), {}),
     "onepass": NotebookPath(
         "04_recurrent_refinement.ipynb",
-        ("rc.RefinementConfig.from_profile(p)", "rc.single_pass_config(cfg)", 'course_results(["recurrent", "onepass"])'),
+        ("rc.RefinementConfig.from_profile(p)", "rc.single_pass_config(cfg)",
+         'course_results(["recurrent", "onepass"])'),
         lambda p: rc.single_pass_config(rc.RefinementConfig.from_profile(p)), rc.RecurrentRefiner,
         lambda cfg, data, seed: RecurrentTask(cfg, data), {}),
     "deconv_k3": _upsampler('"deconv k=3": lambda: T.DeconvUpsampler(recipe.width, kernel_size=3)',
