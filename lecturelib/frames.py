@@ -32,6 +32,11 @@ VIEW_LABELS = {"scatter": "scatter", "gather": "gather", "matrix": "matrix", "pa
                "1d": "1-D overlap"}
 
 
+def output_crop(settings) -> slice:
+    """Rows (and columns) of the full output grid that the output keeps: ``padding .. padding + out_size - 1``."""
+    return slice(settings.padding, settings.padding + settings.out_size)
+
+
 @dataclass(frozen=True)
 class Settings:
     """One square, single-channel transposed convolution: what the explorer's sliders choose (ints, in cells)."""
@@ -161,8 +166,7 @@ class ScatterFrame:
     @property
     def crop(self) -> slice:
         """Rows (and columns) of the full output that the output keeps: ``padding .. padding + out - 1``."""
-        p = self.settings.padding
-        return slice(p, p + self.settings.out_size)
+        return output_crop(self.settings)
 
     @property
     def output(self) -> np.ndarray:
@@ -320,8 +324,7 @@ class PairFrame:
     @property
     def crop(self) -> slice:
         """Rows (and columns) of the full grid inside the convolution's input / the transpose's output."""
-        p = self.settings.padding
-        return slice(p, p + self.settings.out_size)
+        return output_crop(self.settings)
 
     @property
     def window(self) -> np.ndarray:
