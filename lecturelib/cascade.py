@@ -147,7 +147,7 @@ class Backbone(nn.Module):
 
 @dataclass(frozen=True)
 class CascadeConfig:
-    """The recipe of the cascade and of Mask R-CNN (lesson 07): sizes and training.
+    """The recipe of the cascade and of Mask R-CNN (lesson 08): sizes and training.
 
     image_size: the side of the training images in pixels (Mask R-CNN resizes its inputs to it).
     anchor_sizes: anchor sides in pixels (an anchor of size s has area s² in each aspect ratio), the same for

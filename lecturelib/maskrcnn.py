@@ -1,6 +1,6 @@
 """torchvision's Mask R-CNN (He et al., ICCV 2017), no pretrained weights, sized for the course scenes.
 
-The modern reference row of lesson 07. Mask R-CNN is Faster R-CNN with a mask branch added in
+The modern reference row of lesson 08. Mask R-CNN is Faster R-CNN with a mask branch added in
 parallel to its box and class branch (class-specific masks, predicted without feeding the class
 head; RoIAlign for the RoI features; boxes refined in the second stage). It does not descend from
 the cascade, whose class head reads the predicted mask. It gets the same backbone

@@ -167,7 +167,7 @@ class SDSNet(nn.Module):
 
 @dataclass(frozen=True)
 class SDSConfig:
-    """The recipe of SDS (lesson 07): sizes, proposal sampling and training.
+    """The recipe of SDS (lesson 08): sizes, proposal sampling and training.
 
     crop: side of the warped crops fed to the CNN (R-CNN warps to 227 px from ~500 px images).
     context: margin around each box, as a fraction of its side. pos_iou: mask IoU that makes a proposal a

@@ -359,7 +359,7 @@ class _RegionScorer(nn.Module):
 
 
 class RegionTask:
-    """Lesson 07's SDS: warped proposal crops (box crop, mask crop, label) -> class, cross-entropy.
+    """Lesson 08's SDS: warped proposal crops (box crop, mask crop, label) -> class, cross-entropy.
 
     recipe: ``num_classes``. train: a TensorDataset of (box crops float[M, 3, s, s], mask crops
     float[M, 1, s, s], labels int64[M]) from :func:`lecturelib.sds.build_training_crops`, or None to only

@@ -147,19 +147,19 @@ MODELS: dict[str, ModelSpec] = {
         "06", SkipLessonConfig.from_profile, lambda r: deconvnet(r.num_classes, config=r.vgg()), _plain(SemanticTask),
         description="DeconvNet: the upside-down decoder with max-unpooling"),
     "sds": ModelSpec(
-        "07", sds.SDSConfig.from_profile, sds.SDS, _region_task, data="instance", target=_AP50,
+        "08", sds.SDSConfig.from_profile, sds.SDS, _region_task, data="instance", target=_AP50,
         description="SDS: selective-search proposals scored by a two-pathway CNN"),
     "cascade": ModelSpec(
-        "07", CascadeConfig.from_profile, MaskCascade, _plain(InstanceTask), data="instance", target=_AP50,
+        "08", CascadeConfig.from_profile, MaskCascade, _plain(InstanceTask), data="instance", target=_AP50,
         description="Multi-task Network Cascade (RPN -> RoI masks -> classes)"),
     "maskrcnn": ModelSpec(
-        "07", CascadeConfig.from_profile, lambda r: tiny_maskrcnn(r.num_classes, r.image_size, r.width, config=r),
+        "08", CascadeConfig.from_profile, lambda r: tiny_maskrcnn(r.num_classes, r.image_size, r.width, config=r),
         _plain(InstanceTask), data="instance", target=_AP50,
         description="torchvision's Mask R-CNN (no pretrained weights) on the cascade's backbone"),
 }
 
 LESSON_NAMES = {"01": "patch_classification", "03": "multiscale", "04": "recurrent_refinement",
-                "05": "transposed_convolution", "06": "skip_connections", "07": "instance_segmentation"}
+                "05": "transposed_convolution", "06": "skip_connections", "08": "instance_segmentation"}
 
 
 def models_of(name: str) -> list[str]:

@@ -132,7 +132,7 @@ def test_a_stale_recipe_is_refused(tiny_checkpoint, monkeypatch):
 
 
 def test_evaluating_a_lesson_without_checkpoints_says_which_are_shipped(capsys):
-    assert E.main(["07", "--check"]) == 2
+    assert E.main(["08", "--check"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: no course checkpoint of '07' is shipped")
+    assert err.startswith("error: no course checkpoint of '08' is shipped")
     assert "fcn8s" in err and "python -m lecturelib.train sds --profile course" in err

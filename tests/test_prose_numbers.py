@@ -59,7 +59,7 @@ ALLOWED = {
         "62.4": PAPER + "FCN-16s mean IU on the VOC 2011 val subset, Long et al. 2015, Table 2",
         "62.7": PAPER + "FCN-8s mean IU on the VOC 2011 val subset, Long et al. 2015, Table 2",
     },
-    "07_instance_segmentation": {
+    "08_instance_segmentation": {
         "0.5": "IoU threshold of AP^r@0.5 and SDSConfig.pos_iou, constants of the metric and of SDS's recipe",
         "0.7": "IoU threshold of AP^r@0.7, a constant of the metric",
         "0.50": "first IoU threshold of COCO's AP (the protocol's constant)",

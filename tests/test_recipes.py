@@ -113,18 +113,18 @@ NOTEBOOK: dict[str, NotebookPath] = {
     "fcn8s": _skip('"FCN-8s": fcn8s', fcn8s),
     "deconvnet": _skip("dn = deconvnet(NUM_CLASSES, config=VGG)", lambda k, config: deconvnet(k, config=config)),
     "sds": NotebookPath(
-        "07_instance_segmentation.ipynb",
+        "08_instance_segmentation.ipynb",
         ("sds_config = sds.SDSConfig.from_profile(profile)", "sds_model = sds.SDS(sds_config)",
          "sds.region_task(sds_config, train, seed=course.seed)",
          "fit(sds_model, sds_task, train_config(sds_config, seed=course.seed, progress=False), device)"),
         lambda p: sds.SDSConfig.from_profile(p), sds.SDS,
         lambda cfg, data, seed: sds.region_task(cfg, data, seed=seed), {}),
     "cascade": NotebookPath(
-        "07_instance_segmentation.ipynb", DETECTOR_CALLS + ("mnc = cascade.MaskCascade(det_config)",),
+        "08_instance_segmentation.ipynb", DETECTOR_CALLS + ("mnc = cascade.MaskCascade(det_config)",),
         lambda p: cascade.CascadeConfig.from_profile(p), cascade.MaskCascade,
         lambda cfg, data, seed: InstanceTask(cfg, data), {}),
     "maskrcnn": NotebookPath(
-        "07_instance_segmentation.ipynb",
+        "08_instance_segmentation.ipynb",
         DETECTOR_CALLS + ("tiny_maskrcnn(det_config.num_classes, det_config.image_size, det_config.width, "
                           "config=det_config)",),
         lambda p: cascade.CascadeConfig.from_profile(p),

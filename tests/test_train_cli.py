@@ -69,7 +69,7 @@ def test_lessons_name_their_models():
     assert T.models_of("FCN8s") == ["fcn8s"]
     assert T.models_of("01") == ["patch_p10", "patch_p22", "patch_p38"]
     assert T.models_of("05") == ["deconv_k3", "deconv_k4", "resizeconv"]
-    assert "cascade" in T.models_of("07_instance_segmentation")
+    assert "cascade" in T.models_of("08_instance_segmentation")
     assert T.models_of("04") == ["recurrent", "onepass"]
     for lesson in T.LESSON_NAMES:
         assert T.models_of(lesson), f"lesson {lesson} has no model"

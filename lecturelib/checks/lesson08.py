@@ -1,4 +1,4 @@
-"""Self-checks for lesson 07 (instance segmentation): mask IoU, masking with the mean image, anchor decoding."""
+"""Self-checks for lesson 08 (instance segmentation): mask IoU, masking with the mean image, anchor decoding."""
 from __future__ import annotations
 
 import torch
