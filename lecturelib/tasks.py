@@ -393,3 +393,127 @@ class RegionTask:
             image, target = test_set[i]
             pairs.append((model(image.to(info.device)), target))
         return mask_ap_metrics(pairs, info, self.num_classes)
+
+
+class CaptionTask:
+    """Lesson 09: scenes -> captions (the items read left to right), teacher forcing, cross-entropy without the
+    padding; evaluated by greedy decoding.
+
+    recipe: ``max_len``. train / test: scenes in the detection format (``CourseScenes(..., mode="instance")``), a
+    :class:`lecturelib.captioning.CaptionData`, or None. Metrics: ``exact_match`` (the whole caption right),
+    ``item_acc`` (items named right at their position), both also on scenes of >= 3 items (``*_3plus``); for an
+    attention model, ``attention_hit``: the share of items named right whose attention peak lies on the item's
+    mask, and ``attention_chance``: the same share for a peak drawn at random (:func:`captioning.attention_hits`).
+    """
+
+    key_metric = "exact_match"
+
+    def __init__(self, recipe, train, test=None):
+        from .captioning import CaptionData, caption_data
+
+        def data(pairs, keep_masks):
+            if pairs is None or isinstance(pairs, CaptionData):
+                return pairs
+            return caption_data(pairs, recipe.max_len, keep_masks=keep_masks)
+
+        self.max_len = recipe.max_len
+        self.train_set, self.test_set = data(train, False), data(test, True)
+
+    def loss(self, model, batch, device, channels_last=False):
+        from .captioning import caption_loss
+
+        images, tokens = batch
+        tokens = tokens.to(device, non_blocking=True)
+        out = model(to_device(images, device, channels_last), tokens)
+        return caption_loss(out["out"], tokens), images.shape[0], {}
+
+    @torch.no_grad()
+    def evaluate(self, model, test_set, info, batch_size, autocast) -> dict:
+        from .captioning import attention_hits, caption_scores
+
+        sums = {k: 0.0 for k in ("scenes", "exact", "right", "items", "scenes3", "exact3", "right3", "items3",
+                                 "words", "hits", "chance")}
+        mine = list(range(info.rank, len(test_set), info.world_size))
+        side = test_set.images.shape[-1] // 8
+        for start in range(0, len(mine), batch_size):
+            idx = mine[start:start + batch_size]
+            images, truth = test_set.images[idx], test_set.tokens[idx]
+            with autocast():
+                tokens, alphas = model.greedy(images.to(info.device), self.max_len)
+            tokens, alphas = tokens.cpu(), alphas.float().cpu()
+            s = caption_scores(tokens, truth)
+            many = s["count"] >= 3
+            sums["scenes"] += len(idx)
+            sums["exact"] += float(s["exact"].sum())
+            sums["right"] += float(s["right"].sum())
+            sums["items"] += float(s["count"].sum())
+            sums["scenes3"] += float(many.sum())
+            sums["exact3"] += float(s["exact"][many].sum())
+            sums["right3"] += float(s["right"][many].sum())
+            sums["items3"] += float(s["count"][many].sum())
+            if getattr(model, "attention", None) is not None and test_set.masks is not None:
+                hits = attention_hits(tokens, truth, alphas, [test_set.masks[i] for i in idx], side)
+                for k in ("words", "hits", "chance"):
+                    sums[k] += hits[k]
+        sums = D.reduce_sums(sums, info)
+        ratio = lambda a, b: sums[a] / sums[b] if sums[b] else float("nan")   # noqa: E731
+        out = {"exact_match": ratio("exact", "scenes"), "item_acc": ratio("right", "items"),
+               "exact_match_3plus": ratio("exact3", "scenes3"), "item_acc_3plus": ratio("right3", "items3"),
+               "scenes_3plus": int(sums["scenes3"])}
+        if sums["words"]:
+            out.update(attention_hit=ratio("hits", "words"), attention_chance=ratio("chance", "words"),
+                       attended_words=int(sums["words"]))
+        return out
+
+
+def _item_triples(data, name: str) -> Dataset | None:
+    """(images float[N, 3, S, S], labels int64[N], boxes float[N, 4]) -> a TensorDataset (None stays None)."""
+    if data is None or isinstance(data, Dataset):
+        return data
+    if isinstance(data, (tuple, list)) and len(data) == 3 and all(isinstance(t, torch.Tensor) for t in data):
+        if not len(data[0]) == len(data[1]) == len(data[2]):
+            raise ValueError(f"{name}: {len(data[0])} images, {len(data[1])} labels and {len(data[2])} boxes")
+        return TensorDataset(*data)
+    raise ValueError(f"{name} must be (images float[N, 3, S, S], labels int64[N], boxes float[N, 4]), "
+                     f"got {type(data).__name__}")
+
+
+class ClutterTask:
+    """Lesson 09: one small item in clutter -> its class (cross-entropy), for the spatial-transformer classifiers.
+
+    train / test: (images, labels, boxes) tensors (:func:`lecturelib.clutter.cluttered_set`) or a Dataset of such
+    triples. The model returns ``{"out": logits, "theta": float[N, 2, 3]}``. Metrics: ``accuracy``,
+    ``window_iou`` (mean IoU of the box around the window θ shows, :func:`spatial_transformer.window_box`, with the
+    item's box) and ``centre_inside`` (share of windows whose centre lies in the item's box).
+    """
+
+    key_metric = "accuracy"
+
+    def __init__(self, recipe, train, test=None):
+        self.train_set, self.test_set = _item_triples(train, "train"), _item_triples(test, "test")
+
+    def loss(self, model, batch, device, channels_last=False):
+        images, labels, _ = batch
+        logits = model(to_device(images, device, channels_last))["out"]
+        return F.cross_entropy(logits.float(), labels.to(device, non_blocking=True)), images.shape[0], {}
+
+    @torch.no_grad()
+    def evaluate(self, model, test_set, info, batch_size, autocast) -> dict:
+        from torchvision.ops import box_iou
+
+        from .spatial_transformer import window_box
+
+        sums = {"n": 0.0, "correct": 0.0, "iou": 0.0, "inside": 0.0}
+        for images, labels, boxes in DataLoader(D.shard(test_set, info), batch_size=batch_size):
+            with autocast():
+                out = model(images.to(info.device))
+            theta = out["theta"].float().cpu()
+            window = window_box(theta, images.shape[-2], images.shape[-1])
+            centre = (window[:, :2] + window[:, 2:]) / 2
+            sums["n"] += len(labels)
+            sums["correct"] += float((out["out"].argmax(dim=1).cpu() == labels).sum())
+            sums["iou"] += float(box_iou(window, boxes).diagonal().sum())
+            sums["inside"] += float(((centre >= boxes[:, :2]) & (centre <= boxes[:, 2:])).all(dim=1).sum())
+        sums = D.reduce_sums(sums, info)
+        n = max(sums["n"], 1)
+        return {"accuracy": sums["correct"] / n, "window_iou": sums["iou"] / n, "centre_inside": sums["inside"] / n}

@@ -48,12 +48,15 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
+from . import captioning as cap
 from . import checkpoints, patch, sds
+from . import spatial_transformer as stn
 from . import distributed as D
 from . import multiscale as ms
 from . import recurrent as rc
 from . import transposed as T
 from .cascade import CascadeConfig, MaskCascade
+from .clutter import cluttered_tensors
 from .datasets import DataFolder, folder_data
 from .deconvnet import deconvnet
 from .fcn import SkipLessonConfig, fcn
@@ -61,7 +64,8 @@ from .maskrcnn import tiny_maskrcnn
 from .profiles import PROFILES, Profile, get_profile
 from .scenes import CourseScenes
 from .session import set_seed
-from .tasks import InstanceTask, PatchTask, RecurrentTask, SemanticTask, UpsamplingTask
+from .tasks import (CaptionTask, ClutterTask, InstanceTask, PatchTask, RecurrentTask, SemanticTask,
+                    UpsamplingTask)
 from .training import History, fit, jsonable, train_config, write_atomic
 
 
@@ -156,10 +160,23 @@ MODELS: dict[str, ModelSpec] = {
         "08", CascadeConfig.from_profile, lambda r: tiny_maskrcnn(r.num_classes, r.image_size, r.width, config=r),
         _plain(InstanceTask), data="instance", target=_AP50,
         description="torchvision's Mask R-CNN (no pretrained weights) on the cascade's backbone"),
+    "caption_attention": ModelSpec(
+        "09", cap.CaptionConfig.from_profile, cap.attention_captioner, _plain(CaptionTask), data="instance",
+        target=("exact_match", 0.5), description="captioner: CNN feature grid + GRU with soft attention (Xu et al.)"),
+    "caption_meanpool": ModelSpec(
+        "09", cap.CaptionConfig.from_profile, cap.mean_pool_captioner, _plain(CaptionTask), data="instance",
+        target=("exact_match", 0.5), description="captioner without attention: the mean feature at every step"),
+    "stn_classifier": ModelSpec(
+        "09", stn.STNConfig.from_profile, stn.stn_classifier, _plain(ClutterTask), data="cluttered",
+        target=("accuracy", 0.6), description="spatial transformer (affine) + classifier of its 32x32 view"),
+    "plain_classifier": ModelSpec(
+        "09", stn.STNConfig.from_profile, stn.plain_classifier, _plain(ClutterTask), data="cluttered",
+        target=("accuracy", 0.6), description="the same classifier without it: the whole image at 32x32"),
 }
 
 LESSON_NAMES = {"01": "patch_classification", "03": "multiscale", "04": "recurrent_refinement",
-                "05": "transposed_convolution", "06": "skip_connections", "08": "instance_segmentation"}
+                "05": "transposed_convolution", "06": "skip_connections", "08": "instance_segmentation",
+                "09": "attention_and_spatial_transformers"}
 
 
 def models_of(name: str) -> list[str]:
@@ -193,16 +210,19 @@ def instance_scenes(profile: Profile, split: str, workers: int = 0) -> list:
     return [pair for batch in DataLoader(ds, batch_size=32, num_workers=workers, collate_fn=list) for pair in batch]
 
 
+DATA_MAKERS = {"semantic": scene_tensors, "instance": instance_scenes, "cluttered": cluttered_tensors}
+
+
 def test_scenes(kind: str, eval_fraction: float, profile: Profile, workers: int = 0):
     """The test split a task of data ``kind`` ("semantic" or "instance") is evaluated on: the first
     ``eval_fraction`` of the profile's test scenes."""
     test_profile = profile.scaled(n_test=max(1, round(profile.n_test * eval_fraction)))
-    return (instance_scenes if kind == "instance" else scene_tensors)(test_profile, "test", workers)
+    return DATA_MAKERS[kind](test_profile, "test", workers)
 
 
 def scene_data(spec: ModelSpec, profile: Profile, workers: int = 0, test_only: bool = False) -> tuple:
     """(train, test) data of ``spec``'s task for ``profile`` (train None when ``test_only``)."""
-    make = instance_scenes if spec.data == "instance" else scene_tensors
+    make = DATA_MAKERS[spec.data]
     train = None if test_only else make(profile, "train", workers)
     return train, test_scenes(spec.data, spec.eval_fraction, profile, workers)
 
@@ -268,6 +288,8 @@ def user_data(spec: ModelSpec, profile: Profile, config: RunConfig) -> tuple:
     :func:`lecturelib.datasets.folder_data`, the profile sized to the data (image size: the resize side, else
     the largest side rounded up to a multiple of 16; the split's counts), the recipe's num_classes and
     anchor_sizes, and what ``recipe.json`` records of the data."""
+    if spec.data not in ("semantic", "instance"):
+        raise ValueError(f"--data does not apply to the {spec.data} data of this model; it trains on the course's")
     train, test, facts = folder_data(spec.data, config.data)
     if train is None:
         raise ValueError("--val-fraction 1 leaves nothing to train on; use a fraction below 1")
