@@ -429,3 +429,19 @@ def attention_hits(predicted: torch.Tensor, truth: torch.Tensor, alphas: torch.T
                 hits += int(cover[k, int(a[k].argmax())])
                 chance += float(cover[k].float().mean())
     return {"words": words_n, "hits": hits, "chance": chance}
+
+
+def constant_baselines(tokens: torch.Tensor, min_items: int = 3) -> dict:
+    """Trivial baselines on the scenes of at least ``min_items`` items of ``tokens`` int64[N, T]: ``item_acc`` of
+    naming the most common word at every position (the true number of items given), ``exact_match`` of the most
+    common caption, both chosen on these very scenes (an upper bound for a constant answer); ``scenes``: how many."""
+    captions = [strip(t) for t in tokens]
+    chosen = [c for c in captions if len(c) >= min_items]
+    if not chosen:
+        raise ValueError(f"no caption has {min_items} or more items")
+    all_words = [w for c in chosen for w in c]
+    word = max(set(all_words), key=all_words.count)
+    keys = [tuple(c) for c in chosen]
+    top = max(set(keys), key=keys.count)
+    return {"scenes": len(chosen), "item_acc": all_words.count(word) / len(all_words),
+            "exact_match": keys.count(top) / len(keys)}

@@ -201,10 +201,14 @@ class LocalizationNet(nn.Module):
     """The localization network: image float[N, 3, S, S] -> θ float[N, 2, 3].
 
     The image is average-pooled by 2, then three conv + BatchNorm + ReLU + max-pool stages and two fully
-    connected layers (they must regress *where*, so no global pooling). The last layer starts with zero weights
-    and the identity as its bias, so a fresh transformer passes the whole image through (the paper's
-    initialisation).
+    connected layers (they must regress *where*, so no global pooling). θ = identity + ``THETA_STEP`` × the last
+    layer's output; that layer starts at zero, so a fresh transformer passes the whole image through (the
+    paper's initialisation). ``THETA_STEP`` makes θ move slowly: with Adam every weight of the last layer moves
+    by about the learning rate per step, all in the direction that helps, and without it the first steps throw the
+    window off the image, where the sampler reads zeros and no gradient tells it the way back.
     """
+
+    THETA_STEP = 0.1
 
     def __init__(self, image_size: int, width: int):
         super().__init__()
@@ -212,14 +216,15 @@ class LocalizationNet(nn.Module):
         self.features = nn.Sequential(nn.AvgPool2d(2), *_conv(3, w), nn.MaxPool2d(2), *_conv(w, 2 * w), nn.MaxPool2d(2),
                                       *_conv(2 * w, 2 * w), nn.MaxPool2d(2))
         side = image_size // 16
-        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(2 * w * side * side, 8 * w), nn.ReLU(inplace=True))
-        self.theta = nn.Linear(8 * w, 6)
+        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(2 * w * side * side, 4 * w), nn.ReLU(inplace=True))
+        self.theta = nn.Linear(4 * w, 6)
         nn.init.zeros_(self.theta.weight)
-        with torch.no_grad():
-            self.theta.bias.copy_(torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0]))
+        nn.init.zeros_(self.theta.bias)
+        self.register_buffer("identity", torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0]), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.theta(self.fc(self.features(x - 0.5))).view(-1, 2, 3)
+        raw = self.theta(self.fc(self.features(x - 0.5)))
+        return (self.identity + self.THETA_STEP * raw).view(-1, 2, 3)
 
 
 def view_classifier(num_classes: int, width: int) -> nn.Sequential:

@@ -30,7 +30,10 @@ def rows() -> list[dict]:
             continue
         infos = [json.loads((data_dir() / checkpoints.relative_name(name, s, ".json")).read_text()) for s in seeds]
         metrics = [i["metrics"] for i in infos]
-        key, label, digits = ("psnr", "PSNR (dB)", 2) if "psnr" in metrics[0] else ("miou", "mIoU", 3)
+        key, label, digits = next(((k, lab, d) for k, lab, d in (("psnr", "PSNR (dB)", 2),
+                                                                 ("exact_match", "caption exact match", 3),
+                                                                 ("accuracy", "accuracy", 3))
+                                   if k in metrics[0]), ("miou", "mIoU", 3))
         row = {"model": name, "lesson": spec.lesson, "seeds": len(seeds),
                "main": f"{label} {fmt([m[key] for m in metrics], digits)}",
                "pixel_acc": fmt([m["pixel_acc"] for m in metrics]) if "pixel_acc" in metrics[0] else "-",

@@ -12,6 +12,7 @@ a failure go to test-artifacts/. Needs /usr/bin/chromium (``apt-get install chro
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -92,13 +93,13 @@ def _get_json(url: str):
         return json.load(r)
 
 
-def _write_environment(tmp: Path) -> dict:
+def _write_environment(tmp: Path, lesson: Path = LESSON) -> dict:
     """Folders of a throw-away JupyterLab (config, empty user settings, workspaces) and a copy of the lesson."""
     root, config, settings, workspaces, runtime = (tmp / d for d in ("root", "config", "settings", "workspaces",
                                                                       "runtime"))
     for d in (root, config, settings, workspaces, runtime):
         d.mkdir(parents=True)
-    shutil.copy(LESSON, root / "lesson.ipynb")
+    shutil.copy(lesson, root / "lesson.ipynb")
     env = dict(os.environ, JUPYTER_CONFIG_DIR=str(config), JUPYTERLAB_SETTINGS_DIR=str(settings),
                JUPYTERLAB_WORKSPACES_DIR=str(workspaces), JUPYTER_RUNTIME_DIR=str(runtime),
                PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
@@ -295,3 +296,76 @@ def test_explorer_widget_in_jupyterlab(tmp_path):
             proc.kill()
             proc.wait(timeout=10)
         log.close()
+
+
+# ----------------------------------------------------------------------------- lesson 09's θ explorer
+THETA_LESSON = REPO / "notebooks" / "09_attention_and_spatial_transformers.ipynb"
+THETA_CELL = "explorer = theta_explorer("
+
+
+@contextlib.contextmanager
+def _lab_page(tmp_path: Path, lesson: Path):
+    """A throw-away offline JupyterLab on loopback with a copy of ``lesson`` open in headless Chromium: the page."""
+    from playwright.sync_api import sync_playwright
+
+    where = _write_environment(tmp_path, lesson)
+    port, token = _free_port(), secrets.token_hex(16)
+    base = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+           f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={where['root']}",
+           "--ServerApp.port_retries=0", *lab_offline_flags()] + (["--allow-root"] if os.geteuid() == 0 else [])
+    with open(tmp_path / "jupyter.log", "wb") as log:
+        proc = subprocess.Popen(cmd, env=where["env"], stdout=log, stderr=subprocess.STDOUT, cwd=where["root"])
+        pw = sync_playwright().start()
+        browser = None
+        try:
+            _wait_for_server(f"{base}/api/status?token={token}", proc)
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(60_000)
+            page.goto(f"{base}/lab/tree/lesson.ipynb?token={token}")
+            yield page
+        finally:
+            if browser is not None:
+                browser.close()
+            pw.stop()
+            _stop_server(base, token, proc)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def test_theta_explorer_in_jupyterlab(tmp_path):
+    """Lesson 09's θ explorer: its static picture before running, then live: a slider step redraws the frame of
+    the new θ, and a scale of 0 is refused with a message while the greyed picture stays."""
+    _require_chromium()
+    from playwright.sync_api import expect
+
+    from lecturelib.clutter import cluttered_item
+    from lecturelib.scenes import to_tensor_image
+    from lecturelib.stn_frames import ThetaSettings, frame_png, theta_frame
+
+    with _lab_page(tmp_path, THETA_LESSON) as page:
+        expect(page.get_by_text("Python 3 (ipykernel) | Idle")).to_be_visible(timeout=60_000)
+        cell = page.locator(".jp-CodeCell").filter(has_text=THETA_CELL)
+        expect(cell).to_have_count(1)
+        cell.scroll_into_view_if_needed()
+        expect(cell.locator(".jp-OutputArea-output img")).to_be_visible()       # the committed static picture
+        cell.locator(".cm-content").click()
+        page.keyboard.press("Shift+Enter")
+        root = page.locator(".stn-explorer")
+        picture, message, theta = root.locator(".stn-picture"), root.locator(".stn-message"), root.locator(".stn-theta")
+        expect(theta).to_contain_text("s = 0.50", timeout=60_000)
+        expect(picture).to_have_attribute("src", re.compile("^blob:"))
+        root.locator(".stn-scale .noUi-handle").focus()
+        page.keyboard.press("ArrowRight")
+        expect(theta).to_contain_text("s = 0.55")
+        page.wait_for_timeout(300)
+        image = to_tensor_image(cluttered_item("test", 1).image)
+        assert base64.b64decode(picture.evaluate(PICTURE_JS)) == frame_png(theta_frame(image, ThetaSettings(0.55)))
+        expect(message).to_be_hidden()
+        page.keyboard.press("Home")                                             # scale 0: refused
+        expect(message).to_contain_text("scale must be positive")
+        expect(picture).to_have_class(re.compile(r"\bstn-stale\b"))
+        assert page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']").count() == 0

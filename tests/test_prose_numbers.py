@@ -74,6 +74,9 @@ ALLOWED = {
         "0.36": PAPER + "MNC's time per image, Dai et al. 2016",
         "133×": PAPER + "SDS's 48 s over MNC's 0.36 s per image, both from Dai et al. 2016",
     },
+    "09_attention_and_spatial_transformers": {
+        "1708.07747": "arXiv identifier of Fashion-MNIST",
+    },
 }
 
 

@@ -14,7 +14,9 @@ from typing import Callable
 import pytest
 import torch
 
+from lecturelib import captioning as cap
 from lecturelib import cascade, patch, sds
+from lecturelib import spatial_transformer as stn
 from lecturelib import multiscale as ms
 from lecturelib import recurrent as rc
 from lecturelib import train as T
@@ -25,7 +27,8 @@ from lecturelib.maskrcnn import tiny_maskrcnn
 from lecturelib.profiles import PROFILES
 from lecturelib.scenes import NUM_CLASSES
 from lecturelib.session import set_seed
-from lecturelib.tasks import InstanceTask, PatchTask, RecurrentTask, SemanticTask, UpsamplingTask
+from lecturelib.tasks import (CaptionTask, ClutterTask, InstanceTask, PatchTask, RecurrentTask, SemanticTask,
+                              UpsamplingTask)
 from lecturelib.training import count_parameters, fit, train_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,6 +133,28 @@ NOTEBOOK: dict[str, NotebookPath] = {
         lambda p: cascade.CascadeConfig.from_profile(p),
         lambda c: tiny_maskrcnn(c.num_classes, c.image_size, c.width, config=c),
         lambda cfg, data, seed: InstanceTask(cfg, data), {}),
+    "caption_attention": NotebookPath(
+        "09_attention_and_spatial_transformers.ipynb",
+        ("cap.CaptionConfig.from_profile(course.profile)", "captioner = cap.attention_captioner(cap_cfg)",
+         "CaptionTask(cap_cfg, train_scenes)",
+         "fit(captioner, cap_task, train_config(cap_cfg, seed=course.seed, progress=False), course.device)"),
+        cap.CaptionConfig.from_profile, cap.attention_captioner, lambda cfg, data, seed: CaptionTask(cfg, data), {}),
+    "caption_meanpool": NotebookPath(
+        "09_attention_and_spatial_transformers.ipynb",
+        ("cap.CaptionConfig.from_profile(course.profile)", "cap.mean_pool_captioner(cap_cfg)",
+         'course_results(["caption_attention", "caption_meanpool"])'),
+        cap.CaptionConfig.from_profile, cap.mean_pool_captioner, lambda cfg, data, seed: CaptionTask(cfg, data), {}),
+    "stn_classifier": NotebookPath(
+        "09_attention_and_spatial_transformers.ipynb",
+        ("stn.STNConfig.from_profile(course.profile)", "stn_model = stn.stn_classifier(stn_cfg)",
+         "ClutterTask(stn_cfg, clutter_train)",
+         "fit(stn_model, stn_task, train_config(stn_cfg, seed=course.seed, progress=False), course.device)"),
+        stn.STNConfig.from_profile, stn.stn_classifier, lambda cfg, data, seed: ClutterTask(cfg, data), {}),
+    "plain_classifier": NotebookPath(
+        "09_attention_and_spatial_transformers.ipynb",
+        ("stn.STNConfig.from_profile(course.profile)", "stn.plain_classifier(stn_cfg)",
+         'course_results(["stn_classifier", "plain_classifier"])'),
+        stn.STNConfig.from_profile, stn.plain_classifier, lambda cfg, data, seed: ClutterTask(cfg, data), {}),
 }
 
 
