@@ -31,7 +31,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 ALIGN_CORNERS = False
 
@@ -213,8 +212,8 @@ class LocalizationNet(nn.Module):
     def __init__(self, image_size: int, width: int):
         super().__init__()
         w = width
-        self.features = nn.Sequential(nn.AvgPool2d(2), *_conv(3, w), nn.MaxPool2d(2), *_conv(w, 2 * w), nn.MaxPool2d(2),
-                                      *_conv(2 * w, 2 * w), nn.MaxPool2d(2))
+        self.features = nn.Sequential(nn.AvgPool2d(2), *_conv(3, w), nn.MaxPool2d(2), *_conv(w, 2 * w),
+                                      nn.MaxPool2d(2), *_conv(2 * w, 2 * w), nn.MaxPool2d(2))
         side = image_size // 16
         self.fc = nn.Sequential(nn.Flatten(), nn.Linear(2 * w * side * side, 4 * w), nn.ReLU(inplace=True))
         self.theta = nn.Linear(4 * w, 6)

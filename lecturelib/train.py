@@ -50,10 +50,10 @@ from torch.utils.data import DataLoader
 
 from . import captioning as cap
 from . import checkpoints, patch, sds
-from . import spatial_transformer as stn
 from . import distributed as D
 from . import multiscale as ms
 from . import recurrent as rc
+from . import spatial_transformer as stn
 from . import transposed as T
 from .cascade import CascadeConfig, MaskCascade
 from .clutter import cluttered_tensors
@@ -64,8 +64,7 @@ from .maskrcnn import tiny_maskrcnn
 from .profiles import PROFILES, Profile, get_profile
 from .scenes import CourseScenes
 from .session import set_seed
-from .tasks import (CaptionTask, ClutterTask, InstanceTask, PatchTask, RecurrentTask, SemanticTask,
-                    UpsamplingTask)
+from .tasks import CaptionTask, ClutterTask, InstanceTask, PatchTask, RecurrentTask, SemanticTask, UpsamplingTask
 from .training import History, fit, jsonable, train_config, write_atomic
 
 

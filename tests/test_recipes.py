@@ -16,9 +16,9 @@ import torch
 
 from lecturelib import captioning as cap
 from lecturelib import cascade, patch, sds
-from lecturelib import spatial_transformer as stn
 from lecturelib import multiscale as ms
 from lecturelib import recurrent as rc
+from lecturelib import spatial_transformer as stn
 from lecturelib import train as T
 from lecturelib import transposed as TR
 from lecturelib.deconvnet import deconvnet
@@ -27,8 +27,15 @@ from lecturelib.maskrcnn import tiny_maskrcnn
 from lecturelib.profiles import PROFILES
 from lecturelib.scenes import NUM_CLASSES
 from lecturelib.session import set_seed
-from lecturelib.tasks import (CaptionTask, ClutterTask, InstanceTask, PatchTask, RecurrentTask, SemanticTask,
-                              UpsamplingTask)
+from lecturelib.tasks import (
+    CaptionTask,
+    ClutterTask,
+    InstanceTask,
+    PatchTask,
+    RecurrentTask,
+    SemanticTask,
+    UpsamplingTask,
+)
 from lecturelib.training import count_parameters, fit, train_config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -31,7 +31,8 @@ def sampler(student) -> bool:
         image = torch.arange(16, dtype=torch.float32).reshape(4, 4)
         g = torch.Generator().manual_seed(10)
         thetas = [torch.eye(2, 3), torch.tensor([[0.5, 0.0, -0.5], [0.0, 0.5, -0.5]]),
-                  torch.tensor([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0]]), torch.eye(2, 3) + 0.4 * torch.randn(2, 3, generator=g)]
+                  torch.tensor([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0]]),
+                  torch.eye(2, 3) + 0.4 * torch.randn(2, 3, generator=g)]
         for k, theta in enumerate(thetas):
             for out in [(2, 2), (4, 4), (3, 5)]:
                 grid = F.affine_grid(theta[None], (1, 1, *out), align_corners=False)
