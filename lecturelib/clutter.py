@@ -5,7 +5,8 @@ from other digits, so that a classifier must find the digit before it can name i
 item: a Fashion-MNIST item, small (``min_side``..``max_side`` pixels of a ``size`` image), grey on black as the
 paper's digits, over ``fragments`` square pieces cut from other items. (On the course's tinted items over
 photographs, the classifiers of lesson 09 stayed near chance within their training budget.) Item i of a split
-with a seed is the same on every machine (:func:`clutter_rng`); train and test use disjoint items (:mod:`lecturelib.scenes`).
+with a seed is the same on every machine (:func:`clutter_rng`); train and test use disjoint items
+(:mod:`lecturelib.scenes`).
 
 Labels are the item's class 0..9 (``CLASS_NAMES[label + 1]``: no background class); boxes are the item's
 visible mask's box in pixel-edge coordinates (x0, y0, x1, y1).

@@ -122,7 +122,8 @@ def theta_from(scale: float = 1.0, rotation: float = 0.0, tx: float = 0.0, ty: f
 
     scale: the side of the window the output shows, as a share of the input's side (0.5 = zoom in 2×);
     rotation: degrees; on the screen (y pointing down) a positive angle turns the window clockwise, so the
-    output shows the content turned counter-clockwise; tx, ty: the window's centre in normalised coordinates (-1 .. 1 is the whole input).
+    output shows the content turned counter-clockwise;
+    tx, ty: the window's centre in normalised coordinates (-1 .. 1 is the whole input).
     Raises ValueError for a scale that is not positive or values that are not finite.
     """
     values = {"scale": scale, "rotation": rotation, "tx": tx, "ty": ty}
