@@ -88,13 +88,7 @@ def encode(captions: list[list[int]], max_len: int = MAX_LEN) -> torch.Tensor:
 
 def words(tokens) -> list[str]:
     """The words of a token sequence, without <start>, stopping at the first <end> or <pad>."""
-    out = []
-    for t in (tokens.tolist() if isinstance(tokens, torch.Tensor) else tokens):
-        if t in (END, PAD):
-            break
-        if t != START:
-            out.append(VOCAB[t])
-    return out
+    return [VOCAB[t] for t in strip(tokens)]
 
 
 def strip(tokens) -> list[int]:
