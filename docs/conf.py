@@ -48,7 +48,10 @@ mathjax2_config = {
     "tex2jax": {"inlineMath": [["\\(", "\\)"]], "displayMath": [["\\[", "\\]"]], "processEscapes": True,
                 "ignoreClass": "tex2jax_ignore|mathjax_ignore",
                 "processClass": "tex2jax_process|mathjax_process|math|output_area"},
-    "HTML-CSS": {"availableFonts": [], "webFont": "STIX-Web", "imageFont": None, "preferredFont": None},
+    "HTML-CSS": {"availableFonts": [], "webFont": "STIX-Web", "imageFont": None, "preferredFont": None,
+                 # MathJax's empty probe font: a missing local font instead of url('about:blank'), which Chromium
+                 # reports as a blocked request (the browser falls back to its default font either way)
+                 "styles": {"@font-face": {"font-family": "MathJax_Blank", "src": "local('MathJax_Blank')"}}},
     "menuSettings": {"zoom": "None"},
     "showMathMenu": False,
     "messageStyle": "none",
@@ -62,9 +65,10 @@ html_theme_options = {
     "use_repository_button": False,
     "show_toc_level": 2,
     "navigation_with_keys": False,
-    "default_mode": "light",
 }
+html_context = {"default_mode": "light"}      # a set mode: the theme logs no "invalid theme mode" console error
 html_show_sourcelink = False
+html_favicon = "favicon.png"                   # a label map; without an icon the browser asks for /favicon.ico
 
 autodoc_member_order = "bysource"
 autodoc_default_options = {"members": True}

@@ -249,10 +249,12 @@ def build_student_edition(src: Path, dst: Path) -> list[Path]:
 
 def nbgrader(course: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run ``nbgrader ARGS`` in the course directory ``course`` (the notebooks' kernels import this checkout's
-    lecturelib); ``RuntimeError`` with nbgrader's log if it fails."""
+    lecturelib; this interpreter's scripts, such as nbgrader's ``alembic``, come first on PATH); ``RuntimeError``
+    with nbgrader's log if it fails."""
     root = str(Path(__file__).resolve().parents[1])
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([root] + [p for p in os.environ.get("PYTHONPATH", "").split(
         os.pathsep) if p and p != root]))
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     cmd = [sys.executable, "-m", "nbgrader", *args, f"--CourseDirectory.root={course}"]
     proc = subprocess.run(cmd, cwd=course, env=env, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:

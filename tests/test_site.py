@@ -25,8 +25,7 @@ from pathlib import Path
 from urllib.parse import unquote, urldefrag, urljoin, urlparse
 
 import pytest
-
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, _require_chromium
+from test_browser import CHROMIUM, CHROMIUM_ARGS, _require_chromium
 
 REPO = Path(__file__).resolve().parents[1]
 SITE = REPO / "build" / "site"
@@ -65,8 +64,11 @@ def build_site() -> float:
     if index.exists() and index.stat().st_mtime > max(p.stat().st_mtime for p in INPUTS):
         return 0.0
     start = time.monotonic()
-    proc = subprocess.run(site_command(), cwd=REPO, capture_output=True, text=True, timeout=600,
-                          env=dict(os.environ, PYTHONPATH=str(REPO)))
+    # a dead proxy for every protocol: a build step that tried to download something would fail (-W)
+    dead = "http://127.0.0.1:9"
+    env = dict(os.environ, PYTHONPATH=str(REPO), HTTP_PROXY=dead, HTTPS_PROXY=dead, ALL_PROXY=dead, NO_PROXY="",
+               http_proxy=dead, https_proxy=dead, all_proxy=dead, no_proxy="")
+    proc = subprocess.run(site_command(), cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, f"the site build failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
     return time.monotonic() - start
 
