@@ -16,7 +16,7 @@ TEST_THREADS ?= 1
 
 help:
 	@echo "make lab        start JupyterLab on the course and print its address (PORT=8888; builds .venv on first use)"
-	@echo "make test       run every test: unit tests, all notebooks under nbval, the browser test"
+	@echo "make test       run every test: unit tests, all notebooks under nbval, the browser tests (widget, website)"
 	@echo "make test-fast  unit tests only"
 	@echo "make notebooks  re-execute every notebook in place with the quick profile"
 	@echo "make student    write the student edition to build/student/ (nbgrader generate_assignment)"
