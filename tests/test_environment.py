@@ -14,7 +14,7 @@ def norm(req: str) -> str:
 def test_environment_yml_agrees_with_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     wanted = {norm(r) for r in project["dependencies"]}
-    for extra in ("test", "dev"):
+    for extra in ("test", "dev", "site"):
         wanted |= {norm(r) for r in project["optional-dependencies"][extra]}
     lines = (ROOT / "environment.yml").read_text().splitlines()
     start = next(i for i, ln in enumerate(lines) if ln.strip() == "- pip:")

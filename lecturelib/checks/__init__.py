@@ -2,16 +2,21 @@
 
 A check prints ✅ when the learner's code agrees with the reference, or ❌ with
 what went wrong and a hint, and returns True/False. It never raises, so a
-notebook keeps running. Lesson-specific checks live in ``lecturelib.checks.lessonXX``
-modules built on :func:`run_check`.
+notebook keeps running; only under ``nbgrader autograde`` or ``validate``
+(nbgrader sets ``NBGRADER_EXECUTION``) a failed check raises :class:`CheckFailed`
+after printing, so that its autograder test cell loses its points.
+Lesson-specific checks live in ``lecturelib.checks.lessonXX`` modules built on
+:func:`run_check`.
 
 Convention for notebooks: a cell tagged ``solution`` holds only imports and
-function definitions (the learner's exercise); ``python -m lecturelib.editions``
-replaces each function body by ``raise NotImplementedError`` in the student
-edition. The next cell calls a check.
+function definitions (the learner's exercise), each body between nbgrader's
+``### BEGIN SOLUTION`` / ``### END SOLUTION``; the next cell, tagged ``check``,
+calls a check (``python -m lecturelib.editions mark`` adds the markers and
+nbgrader's metadata).
 """
 from __future__ import annotations
 
+import os
 import traceback
 from typing import Callable
 
@@ -35,18 +40,20 @@ def run_check(title: str, test: Callable[[], None], hint: str = "") -> bool:
         with torch.random.fork_rng(devices=[]):
             test()
     except NotImplementedError:
-        print(f"{FAIL} {title}: not implemented yet. {hint}".rstrip())
-        return False
+        message = f"{title}: not implemented yet. {hint}".rstrip()
     except CheckFailed as exc:
-        print(f"{FAIL} {title}: {exc} {hint}".rstrip())
-        return False
+        message = f"{title}: {exc} {hint}".rstrip()
     except Exception as exc:  # the learner's code crashed: show where, briefly
         tb = traceback.extract_tb(exc.__traceback__)
         where = f" (line {tb[-1].lineno} in {tb[-1].name})" if tb else ""
-        print(f"{FAIL} {title}: your code raised {type(exc).__name__}: {exc}{where}. {hint}".rstrip())
-        return False
-    print(f"{PASS} {title}")
-    return True
+        message = f"{title}: your code raised {type(exc).__name__}: {exc}{where}. {hint}".rstrip()
+    else:
+        print(f"{PASS} {title}")
+        return True
+    print(f"{FAIL} {message}")
+    if os.environ.get("NBGRADER_EXECUTION"):      # nbgrader autograde/validate: the test cell must fail
+        raise CheckFailed(message)
+    return False
 
 
 def expect_close(got, want, what: str = "result", atol: float = 1e-5, rtol: float = 1e-4) -> None:
