@@ -193,9 +193,11 @@ class SDSConfig:
 
     @classmethod
     def from_profile(cls, profile, **changes) -> "SDSConfig":
-        """The lesson's recipe for ``profile``: a quarter of the train scenes (at most 256) give proposals."""
-        base = dict(width=profile.width, per_scene=16, n_scenes=min(profile.n_train // 4, 256),
-                    epochs=max(1, profile.epochs // 2))
+        """The lesson's recipe for ``profile``: every train scene gives proposals (8 positives and 8 negatives
+        each, beside its ground truth), trained for the profile's epochs: the same scenes and epochs as the
+        cascade and Mask R-CNN (:meth:`lecturelib.cascade.CascadeConfig.from_profile`), so each model sees every
+        training image equally often."""
+        base = dict(width=profile.width, per_scene=8, n_scenes=profile.n_train, epochs=profile.epochs)
         return cls(**{**base, **changes})
 
 
