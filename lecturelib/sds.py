@@ -231,7 +231,13 @@ class SDS(nn.Module):
         self.eval()
         if image.dim() != 3 or image.shape[0] != 3:
             raise ValueError(f"SDS takes one image [3, H, W] at a time, got {tuple(image.shape)}")
-        masks = selective_search(image, self.config.proposals)                     # (P, H, W) on the CPU
+        return self.detect(image, selective_search(image, self.config.proposals))   # (P, H, W) on the CPU
+
+    @torch.no_grad()
+    def detect(self, image: torch.Tensor, masks: torch.Tensor) -> dict:
+        """The detections of ``image`` float[3, H, W] from given segment proposals ``masks`` bool[P, H, W]
+        (what :meth:`forward` does after selective search): scores, region NMS, torchvision-style dict."""
+        self.eval()
         probs = self.score(image, masks)
         boxes = masks_to_boxes(masks).to(image.device)
         binary = masks.to(image.device)
