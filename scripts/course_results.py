@@ -30,7 +30,8 @@ def rows() -> list[dict]:
             continue
         infos = [json.loads((data_dir() / checkpoints.relative_name(name, s, ".json")).read_text()) for s in seeds]
         metrics = [i["metrics"] for i in infos]
-        key, label, digits = ("psnr", "PSNR (dB)", 2) if "psnr" in metrics[0] else ("miou", "mIoU", 3)
+        key, label, digits = (("psnr", "PSNR (dB)", 2) if "psnr" in metrics[0] else
+                              ("ap50", "AP^r@0.5", 3) if "ap50" in metrics[0] else ("miou", "mIoU", 3))
         row = {"model": name, "lesson": spec.lesson, "seeds": len(seeds),
                "main": f"{label} {fmt([m[key] for m in metrics], digits)}",
                "pixel_acc": fmt([m["pixel_acc"] for m in metrics]) if "pixel_acc" in metrics[0] else "-",
