@@ -29,7 +29,7 @@ declare -A ARGS=(
   [04]="--n-train 4096"
   [05]="--epochs 16"
   [06]="--image-size 128 --width 8 --n-train 3072"
-  [08]="--n-train 1024 --n-test 128 --epochs 6"
+  [08]="--n-train 1024 --n-test 128 --epochs 5"
 )
 lessons=("$@")
 [ ${#lessons[@]} -gt 0 ] || lessons=(01 03 04 05 06 08)
