@@ -61,7 +61,9 @@ def warp_regions(image: torch.Tensor, boxes: torch.Tensor, masks: torch.Tensor, 
                  context: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
     """Crop each proposal's box (enlarged by ``context`` on each side) and warp it to ``size × size``.
 
-    image float[3, H, W], boxes float[P, 4], masks bool[P, H, W] ->
+    image float[3, H, W], boxes float[P, 4] (pixel-edge x0, y0, x1, y1, as
+    :func:`lecturelib.proposals.masks_to_boxes` makes them; read by RoIAlign with ``aligned=True``, the same box
+    convention as the cascade's), masks bool[P, H, W] ->
     box crops float[P, 3, size, size], mask crops float[P, 1, size, size] (in [0, 1]).
     """
     if image.dim() != 3 or image.shape[0] != 3:
