@@ -23,6 +23,16 @@ at the bottom and right to a multiple of 16 for the backbone; outputs are in its
 sizes are in pixels and do not change with the input size: a model trained on 128-px tiles looks for
 objects of the same pixel size on a 512-px image. Target boxes are pixel-edge (x0, y0, x1, y1) with
 x1 > x0 and y1 > y0 (:func:`lecturelib.instances.instances_to_targets` makes them); empty boxes are refused.
+
+**One box convention end to end.** Every box here is a float pixel-edge box (x0, y0, x1, y1): pixel
+(row i, column j) is the unit square [j, j+1) × [i, i+1), so a mask whose columns run 3..7 has x0 = 3,
+x1 = 8. The same box is used to cut the mask targets (:func:`roi_mask_targets`, RoIAlign with
+``aligned=True``, which reads pixel-edge boxes), to warp the features (:func:`warp_boxes`, the same), to paste
+the predicted 28×28 masks back (:func:`paste_masks`, the exact inverse resampling: the m × m mask covers the
+box's pixel-edge extent) and to draw (``plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0)`` on an
+``imshow`` picture, whose pixel j spans [j - 0.5, j + 0.5)). A perfect 28×28 prediction pasted back gives its
+object again up to one boundary pixel (``tests/test_cascade.py``). torchvision's ``paste_masks_in_image``
+reads boxes as inclusive pixel indices and is not used.
 """
 from __future__ import annotations
 
@@ -33,7 +43,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torchvision.models.detection.roi_heads import paste_masks_in_image
 from torchvision.ops import box_iou, nms, roi_align
 
 from .caps import proposals_saturated, warn_cap
@@ -183,15 +192,17 @@ class CascadeConfig:
     mask_nms: float = 0.5
     detections: int = 100
     epochs: int = 12
-    batch_size: int = 16
-    lr: float = 3e-3
+    batch_size: int = 8
+    lr: float = 5e-3
     grad_clip: float = 10.0
 
     @classmethod
     def from_profile(cls, profile, **changes) -> "CascadeConfig":
-        """The lesson's recipe for ``profile``: half the profile's batch for twice its epochs."""
-        base = dict(width=profile.width, image_size=profile.image_size, epochs=2 * profile.epochs,
-                    batch_size=max(2, profile.batch_size // 2))
+        """The lesson's recipe for ``profile``: the profile's epochs over its train scenes (the same scenes and
+        epochs as :meth:`lecturelib.sds.SDSConfig.from_profile`: equal numbers of training images seen), a
+        quarter of its batch (more optimiser steps for the same images)."""
+        base = dict(width=profile.width, image_size=profile.image_size, epochs=profile.epochs,
+                    batch_size=max(2, profile.batch_size // 4))
         return cls(**{**base, **changes})
 
     def __post_init__(self):
@@ -413,18 +424,71 @@ class MaskCascade(nn.Module):
 
 
 def roi_mask_targets(masks: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
-    """The mask head's targets: each ground-truth mask [P, H, W] cut by its RoI box [P, 4] and resized to
-    size × size (RoIAlign on the mask), thresholded at 0.5: bool[P, size, size]."""
+    """The mask head's targets: each ground-truth mask [P, H, W] cut by its RoI box [P, 4] (float pixel-edge
+    x0, y0, x1, y1) and resized to size × size (RoIAlign on the mask, ``aligned=True``: mask cell (a, b) is the
+    average of the mask around the point (x0 + (b + 0.5) (x1 - x0) / size, y0 + (a + 0.5) (y1 - y0) / size)),
+    thresholded at 0.5: bool[P, size, size]. :func:`paste_masks` is its inverse."""
     index = torch.arange(len(boxes), device=boxes.device, dtype=boxes.dtype)[:, None]
     return roi_align(masks[:, None].to(boxes), torch.cat([index, boxes], 1), size, 1.0, 2, aligned=True)[:, 0] >= 0.5
 
 
+PASTE_CHUNK = 1 << 22     # pasted pixels computed at once (bounds the memory of paste_masks)
+
+
+def paste_masks(masks: torch.Tensor, boxes: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
+    """Paste box-relative masks back into the image, exactly: the inverse of :func:`roi_mask_targets`.
+
+    Args:
+        masks (float[R, 1, m, m] or [R, m, m]): per-box masks (probabilities or logits) on an m × m grid that
+            covers the box's pixel-edge extent: cell (a, b) is centred at
+            (x0 + (b + 0.5) (x1 - x0) / m, y0 + (a + 0.5) (y1 - y0) / m).
+        boxes (float[R, 4]): pixel-edge boxes (x0, y0, x1, y1) in image pixels, x1 > x0, y1 > y0.
+        image_hw: (H, W) of the image.
+    Returns:
+        float[R, 1, H, W]: each mask resampled bilinearly (``grid_sample``, ``align_corners=False``) at the
+        centres (j + 0.5, i + 0.5) of the image pixels whose centre lies in [x0, x1) × [y0, y1) (nearest mask
+        cell beyond the outermost cell centres), 0 elsewhere.
+    Raises:
+        ValueError: shapes that do not match, or a box with x1 <= x0 or y1 <= y0.
+
+    torchvision's ``paste_masks_in_image`` reads a box as inclusive pixel indices, pads it by one cell and
+    truncates its corners to integers: a perfect mask of the box [10, 20, 30, 52] comes back one row too long
+    at the top and the bottom (IoU 0.94 with its object). Here it comes back whole (IoU 1 for a filled box).
+    """
+    if masks.dim() == 3:
+        masks = masks[:, None]
+    if masks.dim() != 4 or masks.shape[1] != 1 or boxes.dim() != 2 or boxes.shape[-1] != 4 or \
+            len(masks) != len(boxes):
+        raise ValueError(f"paste_masks: masks must be [R, 1, m, m] and boxes [R, 4] with the same R, got "
+                         f"{tuple(masks.shape)} and {tuple(boxes.shape)}")
+    H, W = int(image_hw[0]), int(image_hw[1])
+    out = masks.new_zeros(len(boxes), 1, H, W)
+    if len(boxes) == 0:
+        return out
+    b = boxes.to(masks.dtype)
+    if bool(((b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1])).any()):
+        raise ValueError("paste_masks: every box needs x1 > x0 and y1 > y0 (pixel-edge boxes are never empty)")
+    cx = torch.arange(W, dtype=b.dtype, device=b.device) + 0.5                     # (W,) pixel centres
+    cy = torch.arange(H, dtype=b.dtype, device=b.device) + 0.5                     # (H,)
+    step = max(1, PASTE_CHUNK // max(H * W, 1))
+    for s in range(0, len(b), step):
+        bb = b[s:s + step]
+        gx = 2 * (cx[None] - bb[:, 0:1]) / (bb[:, 2:3] - bb[:, 0:1]) - 1             # (r, W) in [-1, 1) inside
+        gy = 2 * (cy[None] - bb[:, 1:2]) / (bb[:, 3:4] - bb[:, 1:2]) - 1             # (r, H)
+        grid = torch.stack([gx[:, None, :].expand(-1, H, -1), gy[:, :, None].expand(-1, -1, W)], -1)
+        pasted = F.grid_sample(masks[s:s + step], grid, mode="bilinear", padding_mode="border", align_corners=False)
+        inside = ((gy >= -1) & (gy < 1))[:, :, None] & ((gx >= -1) & (gx < 1))[:, None, :]   # (r, H, W)
+        out[s:s + step] = pasted * inside[:, None].to(pasted.dtype)
+    return out
+
+
 def postprocess(boxes, probs, masks, image_hw, score_threshold: float, nms_threshold: float,
                 detections: int) -> dict:
-    """Masks [R, 1, m, m] pasted into their boxes in the image, then per-class scoring and region NMS
-    (:func:`lecturelib.sds.select_detections`). Returns ``masks`` float[D, 1, H, W] (probabilities)."""
+    """Masks [R, 1, m, m] pasted into their pixel-edge boxes [R, 4] in the image (:func:`paste_masks`), then
+    per-class scoring and region NMS (:func:`lecturelib.sds.select_detections`). Returns ``masks``
+    float[D, 1, H, W] (probabilities)."""
     H, W = image_hw
-    full = paste_masks_in_image(masks, boxes, (H, W), padding=1) if len(boxes) else masks.new_zeros(0, 1, H, W)
+    full = paste_masks(masks, boxes, (H, W))
     return select_detections(boxes, probs, full, full[:, 0] >= 0.5, score_threshold, nms_threshold, detections)
 
 

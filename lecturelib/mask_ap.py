@@ -237,6 +237,37 @@ def semantic_to_instances(semantic, num_classes: int) -> dict:
             "scores": torch.ones(len(labels), dtype=torch.float64)}
 
 
+def restrict_to(pred: dict, target: dict, keep) -> tuple[dict, dict]:
+    """A prediction and its target restricted to some ground-truth instances (for AP on a subset of them).
+
+    Args:
+        pred: ``masks`` [D, H, W] or [D, 1, H, W] (bool, or probabilities thresholded at 0.5), ``labels``,
+            ``scores``.
+        target: ``masks`` [G, H, W], ``labels`` [G].
+        keep (bool[G]): the ground truths kept, e.g. the items of touching same-class pairs
+            (:func:`lecturelib.scenes.touching_same_class`).
+    Returns:
+        (pred, target): the target's kept instances; the detections whose best-overlapping ground truth (mask
+        IoU, any class) is a kept one or that overlap none (false positives stay false positives). A detection
+        of a left-out item is left out too, neither a hit nor a false positive, as COCO treats detections of
+        ignored regions.
+    """
+    keep = torch.as_tensor(keep, dtype=torch.bool).reshape(-1)
+    gm = MaskAP._masks_of(target, "target")
+    pm = MaskAP._masks_of(pred, "pred")
+    if len(keep) != len(gm):
+        raise ValueError(f"keep has {len(keep)} entries for {len(gm)} ground-truth instances; give one per instance")
+    if len(pm) and len(gm):
+        iou = mask_iou(pm, gm)                                             # (D, G)
+        best, idx = iou.max(1)
+        chosen = (best == 0) | keep[idx]
+    else:
+        chosen = torch.ones(len(pm), dtype=torch.bool)
+    p = {"masks": pm[chosen], "labels": torch.as_tensor(pred["labels"]).cpu()[chosen],
+         "scores": torch.as_tensor(pred["scores"]).cpu()[chosen]}
+    return p, {"masks": gm[keep], "labels": torch.as_tensor(target["labels"]).cpu()[keep]}
+
+
 def evaluate_instances(predict, dataset, indices, num_classes: int, progress: bool = False) -> dict:
     """Run ``predict(image [3, H, W]) -> prediction dict`` on each scene, one image at a time, timing every call.
 

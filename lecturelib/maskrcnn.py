@@ -8,7 +8,16 @@ the cascade, whose class head reads the predicted mask. It gets the same backbon
 loop and budget as :class:`lecturelib.cascade.MaskCascade`.
 
 torchvision resizes every input so that its shorter side is ``image_size`` (its longer side at most
-``image_size``) and pads it to a multiple of 32; boxes and masks come back in the input's pixels. Its
+``image_size``) and pads it to a multiple of 32; boxes and masks come back in the input's pixels.
+
+**Boxes.** Outside, boxes are the course's float pixel-edge boxes (x0, y0, x1, y1), targets and predictions
+alike. Inside, torchvision's RoIAlign runs with ``aligned=False``, which reads a box in pixel-centre
+coordinates; :class:`PixelEdgeTransform` shifts target boxes by -0.5 on the way in and predicted boxes by
++0.5 on the way out, so that torchvision's mask targets (``project_masks_on_boxes``) are exactly
+:func:`lecturelib.cascade.roi_mask_targets` of the pixel-edge boxes, and pastes the 28×28 masks back with
+:func:`lecturelib.cascade.paste_masks` instead of torchvision's ``paste_masks_in_image`` (which reads boxes as
+inclusive pixel indices and pastes a perfect mask of a 32-px box one pixel too long at each end). A box
+torchvision clips to the image's left or top border starts at pixel edge 0.5 there. Its
 per-image caps (``post_nms_test`` proposals, ``detections`` detections) say when they bite
 (:mod:`lecturelib.caps`).
 """
@@ -23,10 +32,45 @@ from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
 from torchvision.ops import MultiScaleRoIAlign
 
 from .caps import CONFIDENT, proposals_saturated, warn_cap
-from .cascade import ANCHOR_FRACTIONS, Backbone, CascadeConfig
+from .cascade import ANCHOR_FRACTIONS, Backbone, CascadeConfig, paste_masks
+
+CENTRE_SHIFT = 0.5      # pixel-edge coordinate - pixel-centre coordinate (torchvision's aligned=False RoIAlign)
+
+
+class PixelEdgeTransform(GeneralizedRCNNTransform):
+    """torchvision's input/output transform with pixel-edge boxes outside and an exact mask paste.
+
+    ``resize``: the image and the target as torchvision does (boxes scaled, exact for pixel-edge boxes), then
+    the target boxes shifted by -0.5 into the pixel-centre coordinates torchvision's RoIAlign (``aligned=False``)
+    reads. ``postprocess``: predicted boxes shifted by +0.5 back to pixel-edge, scaled to the input's size and
+    clipped to it; each 28×28 mask pasted into its pixel-edge box with :func:`lecturelib.cascade.paste_masks`.
+    Returns per image ``boxes`` float[D, 4] (pixel-edge), ``masks`` float[D, 1, H, W] (probabilities).
+    """
+
+    def resize(self, image, target=None):
+        image, target = super().resize(image, target)
+        if target is not None and "boxes" in target:
+            target = {**target, "boxes": target["boxes"] - CENTRE_SHIFT}
+        return image, target
+
+    def postprocess(self, result, image_shapes, original_image_sizes):
+        if self.training:
+            return result
+        for pred, im_s, (H, W) in zip(result, image_shapes, original_image_sizes):
+            boxes = resize_boxes(pred["boxes"] + CENTRE_SHIFT, im_s, (H, W))
+            boxes[:, 0::2] = boxes[:, 0::2].clamp(0, W)
+            boxes[:, 1::2] = boxes[:, 1::2].clamp(0, H)
+            pred["boxes"] = boxes
+            if "masks" in pred:
+                ok = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+                masks = pred["masks"].new_zeros(len(boxes), 1, H, W)
+                masks[ok] = paste_masks(pred["masks"][ok], boxes[ok], (H, W))
+                pred["masks"] = masks
+        return result
 
 
 class _FeatureDict(nn.Module):
@@ -47,7 +91,8 @@ def tiny_maskrcnn(num_classes: int, image_size: int, width: int = 16,
 
     Images of ``image_size`` are not resized (min_size = max_size = ``image_size``; other sizes are scaled
     to it); heads are shrunk to the backbone's width. Anchors: ``config.anchor_sizes`` in pixels, or
-    ANCHOR_FRACTIONS × ``image_size`` when None. A forward hook warns (:class:`lecturelib.caps.CapWarning`)
+    ANCHOR_FRACTIONS × ``image_size`` when None. Boxes in and out are pixel-edge and masks are pasted exactly
+    (:class:`PixelEdgeTransform`). A forward hook warns (:class:`lecturelib.caps.CapWarning`)
     when an image's detections suggest that ``post_nms_test`` or ``detections`` dropped objects.
     """
     if num_classes < 2:
@@ -75,6 +120,9 @@ def tiny_maskrcnn(num_classes: int, image_size: int, width: int = 16,
         mask_roi_pool=mask_pool, mask_head=MaskRCNNHeads(C, [C], 1),
         mask_predictor=MaskRCNNPredictor(C, C, num_classes),
     )
+    t = model.transform
+    model.transform = PixelEdgeTransform(t.min_size, t.max_size, t.image_mean, t.image_std,
+                                         size_divisible=t.size_divisible, fixed_size=t.fixed_size)
     model.register_forward_hook(partial(report_caps, cfg.post_nms_test, cfg.detections))
     return model
 

@@ -61,7 +61,9 @@ def warp_regions(image: torch.Tensor, boxes: torch.Tensor, masks: torch.Tensor, 
                  context: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
     """Crop each proposal's box (enlarged by ``context`` on each side) and warp it to ``size × size``.
 
-    image float[3, H, W], boxes float[P, 4], masks bool[P, H, W] ->
+    image float[3, H, W], boxes float[P, 4] (pixel-edge x0, y0, x1, y1, as
+    :func:`lecturelib.proposals.masks_to_boxes` makes them; read by RoIAlign with ``aligned=True``, the same box
+    convention as the cascade's), masks bool[P, H, W] ->
     box crops float[P, 3, size, size], mask crops float[P, 1, size, size] (in [0, 1]).
     """
     if image.dim() != 3 or image.shape[0] != 3:
@@ -193,9 +195,11 @@ class SDSConfig:
 
     @classmethod
     def from_profile(cls, profile, **changes) -> "SDSConfig":
-        """The lesson's recipe for ``profile``: a quarter of the train scenes (at most 256) give proposals."""
-        base = dict(width=profile.width, per_scene=16, n_scenes=min(profile.n_train // 4, 256),
-                    epochs=max(1, profile.epochs // 2))
+        """The lesson's recipe for ``profile``: every train scene gives proposals (8 positives and 8 negatives
+        each, beside its ground truth), trained for the profile's epochs: the same scenes and epochs as the
+        cascade and Mask R-CNN (:meth:`lecturelib.cascade.CascadeConfig.from_profile`), so each model sees every
+        training image equally often."""
+        base = dict(width=profile.width, per_scene=8, n_scenes=profile.n_train, epochs=profile.epochs)
         return cls(**{**base, **changes})
 
 
@@ -229,7 +233,13 @@ class SDS(nn.Module):
         self.eval()
         if image.dim() != 3 or image.shape[0] != 3:
             raise ValueError(f"SDS takes one image [3, H, W] at a time, got {tuple(image.shape)}")
-        masks = selective_search(image, self.config.proposals)                     # (P, H, W) on the CPU
+        return self.detect(image, selective_search(image, self.config.proposals))   # (P, H, W) on the CPU
+
+    @torch.no_grad()
+    def detect(self, image: torch.Tensor, masks: torch.Tensor) -> dict:
+        """The detections of ``image`` float[3, H, W] from given segment proposals ``masks`` bool[P, H, W]
+        (what :meth:`forward` does after selective search): scores, region NMS, torchvision-style dict."""
+        self.eval()
         probs = self.score(image, masks)
         boxes = masks_to_boxes(masks).to(image.device)
         binary = masks.to(image.device)

@@ -150,14 +150,16 @@ MODELS: dict[str, ModelSpec] = {
         "06", SkipLessonConfig.from_profile, lambda r: deconvnet(r.num_classes, config=r.vgg()), _plain(SemanticTask),
         description="DeconvNet: the upside-down decoder with max-unpooling"),
     "sds": ModelSpec(
-        "08", sds.SDSConfig.from_profile, sds.SDS, _region_task, data="instance", target=_AP50,
+        "08", sds.SDSConfig.from_profile, sds.SDS, _region_task, data="instance", eval_fraction=1 / 4,
+        target=_AP50,
         description="SDS: selective-search proposals scored by a two-pathway CNN"),
     "cascade": ModelSpec(
-        "08", CascadeConfig.from_profile, MaskCascade, _plain(InstanceTask), data="instance", target=_AP50,
+        "08", CascadeConfig.from_profile, MaskCascade, _plain(InstanceTask), data="instance", eval_fraction=1 / 4,
+        target=_AP50,
         description="Multi-task Network Cascade (RPN -> RoI masks -> classes)"),
     "maskrcnn": ModelSpec(
         "08", CascadeConfig.from_profile, lambda r: tiny_maskrcnn(r.num_classes, r.image_size, r.width, config=r),
-        _plain(InstanceTask), data="instance", target=_AP50,
+        _plain(InstanceTask), data="instance", eval_fraction=1 / 4, target=_AP50,
         description="torchvision's Mask R-CNN (no pretrained weights) on the cascade's backbone"),
     "caption_attention": ModelSpec(
         "09", cap.CaptionConfig.from_profile, cap.attention_captioner, _plain(CaptionTask), data="instance",

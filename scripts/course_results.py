@@ -31,6 +31,7 @@ def rows() -> list[dict]:
         infos = [json.loads((data_dir() / checkpoints.relative_name(name, s, ".json")).read_text()) for s in seeds]
         metrics = [i["metrics"] for i in infos]
         key, label, digits = next(((k, lab, d) for k, lab, d in (("psnr", "PSNR (dB)", 2),
+                                                                 ("ap50", "AP^r@0.5", 3),
                                                                  ("exact_match", "caption exact match", 3),
                                                                  ("accuracy", "accuracy", 3))
                                    if k in metrics[0]), ("miou", "mIoU", 3))

@@ -213,3 +213,28 @@ def test_caps_say_when_they_drop_confident_detections():
     with pytest.warns(CapWarning, match="detections=2"):
         out = select_detections(torch.zeros(4, 4), probs, masks[:, None].float(), masks, 0.05, 0.5, 2)
     assert len(out["scores"]) == 2
+
+
+def test_restrict_to_keeps_the_chosen_items_and_their_detections():
+    from lecturelib.mask_ap import restrict_to
+
+    gt = torch.zeros(3, 8, 8, dtype=torch.bool)
+    gt[0, 0:4, 0:4] = True
+    gt[1, 0:4, 4:8] = True                               # touches item 0
+    gt[2, 6:8, 0:8] = True                               # alone
+    target = {"masks": gt.to(torch.uint8), "labels": torch.tensor([1, 1, 2])}
+    det = torch.zeros(4, 1, 8, 8)
+    det[0, 0, 0:4, 0:4] = 1                              # item 0
+    det[1, 0, 0:4, 0:8] = 1                              # both touching items as one blob
+    det[2, 0, 6:8, 0:8] = 1                              # the lone item: left out
+    det[3, 0, 5, 0:8] = 1                                # overlaps nothing: stays a false positive
+    pred = {"masks": det, "labels": torch.tensor([1, 1, 2, 1]), "scores": torch.tensor([0.9, 0.8, 0.7, 0.6])}
+    p, t = restrict_to(pred, target, torch.tensor([True, True, False]))
+    assert t["labels"].tolist() == [1, 1] and t["masks"].shape == (2, 8, 8)
+    assert p["scores"].tolist() == pytest.approx([0.9, 0.8, 0.6]) and p["masks"].dtype == torch.bool
+    ap = mask_ap([p], [t], 3, thresholds=(0.5,))
+    # item 0 found first (precision 1 at recall 0.5); the blob has IoU 0.5 with item 0 (taken) and item 1
+    # gets matched at IoU exactly 0.5, so recall reaches 1 at precision 2/2
+    assert ap["ap50"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="one per instance"):
+        restrict_to(pred, target, torch.tensor([True]))

@@ -73,6 +73,9 @@ ALLOWED = {
         "41.5": PAPER + "MNC AP^r@0.7 on VOC 2012 val, Dai et al. 2016",
         "0.36": PAPER + "MNC's time per image, Dai et al. 2016",
         "133×": PAPER + "SDS's 48 s over MNC's 0.36 s per image, both from Dai et al. 2016",
+        "10×": "the claim's speed threshold (the cascade at least 10x faster than SDS), asserted in its cell",
+        "3 ×": "claims.MARGIN_STDS, the course's margin in pooled standard deviations",
+        "0.03": "MIN_GAP, the claims' minimum gap in AP, fixed before the checkpoints were evaluated",
     },
     "09_attention_and_spatial_transformers": {
         "1708.07747": "arXiv identifier of Fashion-MNIST",

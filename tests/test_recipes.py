@@ -93,8 +93,10 @@ def _skip(key, builder):
         lambda recipe, data, seed: SemanticTask(recipe, data), {"eval_every": 0})
 
 
-DETECTOR_CALLS = ("det_config = cascade.CascadeConfig.from_profile(profile)", "InstanceTask(det_config, train)",
-                  "train_config(det_config, seed=course.seed, progress=False)")
+# lesson 08 evaluates the course checkpoints of its three models (trained by the command line with these recipes)
+DETECTOR_CALLS = ("det_config = cascade.CascadeConfig.from_profile(profile)",)
+CHECKPOINT_CALLS = ('METHODS = {"SDS": "sds", "cascade": "cascade", "Mask R-CNN": "maskrcnn"}',
+                    "load_course_model(key, s, device)")
 
 NOTEBOOK: dict[str, NotebookPath] = {
     "patch_p10": _patch(10), "patch_p22": _patch(22), "patch_p38": _patch(38),
@@ -123,20 +125,15 @@ NOTEBOOK: dict[str, NotebookPath] = {
     "fcn8s": _skip('"FCN-8s": fcn8s', fcn8s),
     "deconvnet": _skip("dn = deconvnet(NUM_CLASSES, config=VGG)", lambda k, config: deconvnet(k, config=config)),
     "sds": NotebookPath(
-        "08_instance_segmentation.ipynb",
-        ("sds_config = sds.SDSConfig.from_profile(profile)", "sds_model = sds.SDS(sds_config)",
-         "sds.region_task(sds_config, train, seed=course.seed)",
-         "fit(sds_model, sds_task, train_config(sds_config, seed=course.seed, progress=False), device)"),
+        "08_instance_segmentation.ipynb", ("sds_config = sds.SDSConfig.from_profile(profile)",) + CHECKPOINT_CALLS,
         lambda p: sds.SDSConfig.from_profile(p), sds.SDS,
         lambda cfg, data, seed: sds.region_task(cfg, data, seed=seed), {}),
     "cascade": NotebookPath(
-        "08_instance_segmentation.ipynb", DETECTOR_CALLS + ("mnc = cascade.MaskCascade(det_config)",),
+        "08_instance_segmentation.ipynb", DETECTOR_CALLS + CHECKPOINT_CALLS,
         lambda p: cascade.CascadeConfig.from_profile(p), cascade.MaskCascade,
         lambda cfg, data, seed: InstanceTask(cfg, data), {}),
     "maskrcnn": NotebookPath(
-        "08_instance_segmentation.ipynb",
-        DETECTOR_CALLS + ("tiny_maskrcnn(det_config.num_classes, det_config.image_size, det_config.width, "
-                          "config=det_config)",),
+        "08_instance_segmentation.ipynb", DETECTOR_CALLS + CHECKPOINT_CALLS,
         lambda p: cascade.CascadeConfig.from_profile(p),
         lambda c: tiny_maskrcnn(c.num_classes, c.image_size, c.width, config=c),
         lambda cfg, data, seed: InstanceTask(cfg, data), {}),

@@ -70,6 +70,11 @@ def test_sds_pipeline_trains_and_predicts():
     pred = model(ds[0][0])
     D = len(pred["scores"])
     assert pred["masks"].shape == (D, 1, 32, 32) and ((pred["labels"] >= 1) & (pred["labels"] <= 10)).all()
+    # detect() on the same proposals is forward() without the selective search
+    from lecturelib.proposals import selective_search
+
+    again = model.detect(ds[0][0], selective_search(ds[0][0], cfg.proposals))
+    assert all(torch.equal(again[k], pred[k]) for k in pred)
     with pytest.raises(ValueError, match="one image"):
         model(torch.rand(2, 3, 32, 32))
 
