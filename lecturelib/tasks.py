@@ -338,16 +338,28 @@ def box_ap_metrics(pairs, info: D.DistInfo, num_classes: int) -> dict:
 
 
 class _WithProposals(Dataset):
-    """(image, target) pairs whose targets also hold ``proposals`` float32[P, 4], computed once (deterministic)."""
+    """(image, target) pairs whose targets also hold ``proposals`` float32[P, 4]: selective search runs the first
+    time a scene is read and its boxes are kept (they are deterministic), so every later epoch reuses them.
+    ``seconds``: the time spent in selective search so far."""
 
-    def __init__(self, scenes, boxes: list[torch.Tensor]):
-        self.scenes, self.boxes = scenes, boxes
+    def __init__(self, scenes, config):
+        self.scenes, self.config = scenes, config
+        self.boxes: dict[int, torch.Tensor] = {}
+        self.seconds = 0.0
 
     def __len__(self) -> int:
         return len(self.scenes)
 
     def __getitem__(self, i):
+        from time import perf_counter
+
+        from .detection import proposal_boxes
+
         image, target = self.scenes[i]
+        if i not in self.boxes:
+            start = perf_counter()
+            self.boxes[i] = proposal_boxes(image, self.config)
+            self.seconds += perf_counter() - start
         return image, {**target, "proposals": self.boxes[i]}
 
 
@@ -358,8 +370,8 @@ class DetectionTask:
 
     recipe: ``num_classes`` and ``proposals`` (a :class:`lecturelib.proposals.ProposalConfig`). train / test:
     datasets of (image, target) pairs in the detection format (``CourseScenes(..., mode="instance")``), or None.
-    proposals: the model takes selective-search proposals (R-CNN, Fast R-CNN): they are computed once per scene
-    when the task is made (deterministic; ``proposal_seconds`` says how long it took) and passed with every batch.
+    proposals: the model takes selective-search proposals (R-CNN, Fast R-CNN): each scene's are computed the first
+    time it is read, kept (they are deterministic) and passed with every batch.
     """
 
     key_metric = "ap50"
@@ -367,20 +379,10 @@ class DetectionTask:
     collate = staticmethod(collate_instances)
 
     def __init__(self, recipe, train, test=None, *, proposals: bool = False):
-        from time import perf_counter
-
-        from .detection import proposal_boxes
-
         self.num_classes, self.proposals = recipe.num_classes, proposals
-        self.proposal_seconds = 0.0
 
         def with_proposals(scenes):
-            if scenes is None or not proposals:
-                return scenes
-            start = perf_counter()
-            boxes = [proposal_boxes(scenes[i][0], recipe.proposals) for i in range(len(scenes))]
-            self.proposal_seconds += perf_counter() - start
-            return _WithProposals(scenes, boxes)
+            return scenes if scenes is None or not proposals else _WithProposals(scenes, recipe.proposals)
 
         self.train_set, self.test_set = with_proposals(train), with_proposals(test)
 

@@ -161,3 +161,21 @@ def test_proposal_boxes_are_distinct_pixel_edge_boxes():
     boxes = proposal_boxes(image)
     assert boxes.dtype == torch.float32 and len(boxes) == len(torch.unique(boxes, dim=0)) > 10
     assert (boxes[:, 2] > boxes[:, 0]).all() and boxes.max() <= 64
+
+
+def test_detection_task_caches_proposals_and_scores_box_ap():
+    from lecturelib.tasks import DetectionTask
+    from lecturelib.training import evaluate
+
+    data = scenes(3)
+    task = DetectionTask(CFG, data, data[:2], proposals=True)
+    _, first = task.train_set[0]
+    assert "proposals" in first and task.train_set.seconds > 0
+    seconds = task.train_set.seconds
+    _, again = task.train_set[0]
+    assert again["proposals"] is first["proposals"] and task.train_set.seconds == seconds     # computed once
+    torch.manual_seed(0)
+    metrics = evaluate(FastRCNN(CFG), task, "cpu", batch_size=2)
+    assert set(metrics) == {"ap50", "ap75", "ap"} and 0 <= metrics["ap"] <= metrics["ap50"] <= 1
+    plain = DetectionTask(CFG, data, None, proposals=False)
+    assert "proposals" not in plain.train_set[0][1]
