@@ -59,13 +59,27 @@ from .cascade import CascadeConfig, MaskCascade
 from .clutter import cluttered_tensors
 from .datasets import DataFolder, folder_data
 from .deconvnet import deconvnet
+from .detection import DetectionConfig
+from .fast_rcnn import FastRCNN
+from .faster_rcnn import FasterRCNN
 from .fcn import SkipLessonConfig, fcn
 from .maskrcnn import tiny_maskrcnn
 from .profiles import PROFILES, Profile, get_profile
+from .rcnn import RCNN
 from .scenes import CourseScenes
 from .session import set_seed
-from .tasks import CaptionTask, ClutterTask, InstanceTask, PatchTask, RecurrentTask, SemanticTask, UpsamplingTask
+from .tasks import (
+    CaptionTask,
+    ClutterTask,
+    DetectionTask,
+    InstanceTask,
+    PatchTask,
+    RecurrentTask,
+    SemanticTask,
+    UpsamplingTask,
+)
 from .training import History, fit, jsonable, train_config, write_atomic
+from .yolo import YOLO
 
 
 # ============================================================================= the models
@@ -108,7 +122,13 @@ def _region_task(recipe, train, test, seed):
     return sds.region_task(recipe, train, test, seed=seed)
 
 
+def _detection_task(proposals: bool):
+    """task(recipe, train, test, seed) of lesson 07's detectors (selective-search proposals cached when used)."""
+    return lambda recipe, train, test, seed: DetectionTask(recipe, train, test, proposals=proposals)
+
+
 _PSNR, _AP50 = ("psnr", 24.0), ("ap50", 0.1)
+_DETECTOR = dict(data="instance", eval_fraction=1 / 4, target=_AP50)
 
 MODELS: dict[str, ModelSpec] = {
     "patch_p10": _patch_spec(10),
@@ -149,6 +169,18 @@ MODELS: dict[str, ModelSpec] = {
     "deconvnet": ModelSpec(
         "06", SkipLessonConfig.from_profile, lambda r: deconvnet(r.num_classes, config=r.vgg()), _plain(SemanticTask),
         description="DeconvNet: the upside-down decoder with max-unpooling"),
+    "rcnn": ModelSpec(
+        "07", DetectionConfig.from_profile, RCNN, _detection_task(True), **_DETECTOR,
+        description="R-CNN: selective-search proposals, each cropped, warped and run through the CNN"),
+    "fast_rcnn": ModelSpec(
+        "07", DetectionConfig.from_profile, FastRCNN, _detection_task(True), **_DETECTOR,
+        description="Fast R-CNN: one backbone pass, RoI pooling of the selective-search proposals"),
+    "faster_rcnn": ModelSpec(
+        "07", DetectionConfig.from_profile, FasterRCNN, _detection_task(False), **_DETECTOR,
+        description="Faster R-CNN: region proposal network + the Fast R-CNN head, four losses"),
+    "yolo": ModelSpec(
+        "07", DetectionConfig.from_profile, YOLO, _detection_task(False), **_DETECTOR,
+        description="YOLO v1: an S x S grid, B boxes + confidence + class scores per cell"),
     "sds": ModelSpec(
         "08", sds.SDSConfig.from_profile, sds.SDS, _region_task, data="instance", eval_fraction=1 / 4,
         target=_AP50,
@@ -176,8 +208,8 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 LESSON_NAMES = {"01": "patch_classification", "03": "multiscale", "04": "recurrent_refinement",
-                "05": "transposed_convolution", "06": "skip_connections", "08": "instance_segmentation",
-                "09": "attention_and_spatial_transformers"}
+                "05": "transposed_convolution", "06": "skip_connections", "07": "object_detection",
+                "08": "instance_segmentation", "09": "attention_and_spatial_transformers"}
 
 
 def models_of(name: str) -> list[str]:

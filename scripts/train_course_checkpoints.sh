@@ -21,6 +21,7 @@ declare -A MODELS=(
   [04]="recurrent onepass"
   [05]="deconv_k3 deconv_k4 resizeconv"
   [06]="fcn32s fcn16s fcn8s deconvnet"
+  [07]="rcnn fast_rcnn faster_rcnn yolo"
   [08]="sds cascade maskrcnn"
   [09]="stn_classifier plain_classifier caption_attention caption_meanpool"
 )
@@ -30,11 +31,12 @@ declare -A ARGS=(
   [04]="--n-train 4096"
   [05]="--epochs 16"
   [06]="--image-size 128 --width 8 --n-train 3072"
+  [07]="--width 8 --n-train 2048"   # every detector sees the same 2048 scenes x 8 epochs (equal images seen)
   [08]="--n-train 1024 --n-test 128 --epochs 5"
   [09]="--n-train 4096"
 )
 lessons=("$@")
-[ ${#lessons[@]} -gt 0 ] || lessons=(01 03 04 05 06 08 09)
+[ ${#lessons[@]} -gt 0 ] || lessons=(01 03 04 05 06 07 08 09)
 
 commands=()
 for lesson in "${lessons[@]}"; do
