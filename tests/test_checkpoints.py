@@ -65,7 +65,8 @@ def test_retraining_reproduces_the_first_steps(name):
     spec = T.MODELS[name]
     set_seed(0)
     model = spec.build(recipe)
-    scenes = _lazy_train_scenes(profile) if spec.data == "semantic" else _train_data(spec.data, profile)
+    scenes = (_lazy_train_scenes(profile, spec.data) if spec.data in ("semantic", "instance")
+              else _train_data(spec.data, profile))
     if spec.task(recipe, None, None, 0).__class__ is PatchTask:
         scenes = _train_tensors(profile)                 # patches are drawn from every training scene at once
     task = spec.task(recipe, scenes, None, 0)
