@@ -39,7 +39,8 @@ from .training import CHECKPOINT, load_checkpoint
 from .training import evaluate as evaluate_task
 
 TOLERANCE = 1e-3
-REPORTED = ("miou", "pixel_acc", "boundary_acc", "psnr", "miou_by_iteration", "ap50", "ap70")
+REPORTED = ("miou", "pixel_acc", "boundary_acc", "psnr", "miou_by_iteration", "ap50", "ap70", "loc_acc", "box_iou",
+            "class_acc")
 
 
 def recipe_of(info: dict):

@@ -48,7 +48,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
-from . import checkpoints, patch, sds
+from . import checkpoints, localization, patch, sds
 from . import distributed as D
 from . import multiscale as ms
 from . import recurrent as rc
@@ -146,6 +146,10 @@ MODELS: dict[str, ModelSpec] = {
     "deconvnet": ModelSpec(
         "06", SkipLessonConfig.from_profile, lambda r: deconvnet(r.num_classes, config=r.vgg()), _plain(SemanticTask),
         description="DeconvNet: the upside-down decoder with max-unpooling"),
+    "localizer": ModelSpec(
+        "07", localization.LocalizationConfig.from_profile, localization.localizer,
+        _plain(localization.LocalizationTask), data="one_item", target=("loc_acc", 0.5),
+        description="classification + localization: a class head and a box head on one-item scenes"),
     "sds": ModelSpec(
         "08", sds.SDSConfig.from_profile, sds.SDS, _region_task, data="instance", target=_AP50,
         description="SDS: selective-search proposals scored by a two-pathway CNN"),
@@ -159,7 +163,8 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 LESSON_NAMES = {"01": "patch_classification", "03": "multiscale", "04": "recurrent_refinement",
-                "05": "transposed_convolution", "06": "skip_connections", "08": "instance_segmentation"}
+                "05": "transposed_convolution", "06": "skip_connections", "07": "object_detection",
+                "08": "instance_segmentation"}
 
 
 def models_of(name: str) -> list[str]:
@@ -193,16 +198,25 @@ def instance_scenes(profile: Profile, split: str, workers: int = 0) -> list:
     return [pair for batch in DataLoader(ds, batch_size=32, num_workers=workers, collate_fn=list) for pair in batch]
 
 
+def _maker(kind: str) -> Callable:
+    """The function that makes a split of data ``kind``: "semantic", "instance" or "one_item" (lesson 07's
+    one-item scenes, :func:`lecturelib.localization.one_item_scenes`)."""
+    makers = {"semantic": scene_tensors, "instance": instance_scenes, "one_item": localization.one_item_scenes}
+    if kind not in makers:
+        raise ValueError(f"unknown data kind {kind!r}; choose one of {sorted(makers)}")
+    return makers[kind]
+
+
 def test_scenes(kind: str, eval_fraction: float, profile: Profile, workers: int = 0):
     """The test split a task of data ``kind`` ("semantic" or "instance") is evaluated on: the first
     ``eval_fraction`` of the profile's test scenes."""
     test_profile = profile.scaled(n_test=max(1, round(profile.n_test * eval_fraction)))
-    return (instance_scenes if kind == "instance" else scene_tensors)(test_profile, "test", workers)
+    return _maker(kind)(test_profile, "test", workers)
 
 
 def scene_data(spec: ModelSpec, profile: Profile, workers: int = 0, test_only: bool = False) -> tuple:
     """(train, test) data of ``spec``'s task for ``profile`` (train None when ``test_only``)."""
-    make = instance_scenes if spec.data == "instance" else scene_tensors
+    make = _maker(spec.data)
     train = None if test_only else make(profile, "train", workers)
     return train, test_scenes(spec.data, spec.eval_fraction, profile, workers)
 
