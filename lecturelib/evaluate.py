@@ -8,7 +8,7 @@
 A checkpoint is rebuilt from its own recipe and profile (:mod:`lecturelib.checkpoints`), on the same
 test scenes it was measured on; the printed line holds ``model``, ``seed``, ``miou``, ``pixel_acc``,
 ``boundary_acc`` and the task's own metric where it differs (``psnr`` for the upsamplers,
-``miou_by_iteration`` for the recurrent model).
+``miou_by_iteration`` for the recurrent model, box AP ``ap50``, ``ap75`` and ``ap`` for lesson 07's detectors).
 
 A run of ``python -m lecturelib.train`` (its folder, or its ``last.pt``) is evaluated with ``--run``:
 
@@ -39,8 +39,8 @@ from .training import CHECKPOINT, load_checkpoint
 from .training import evaluate as evaluate_task
 
 TOLERANCE = 1e-3
-REPORTED = ("miou", "pixel_acc", "boundary_acc", "psnr", "miou_by_iteration", "ap50", "ap70", "loc_acc", "box_iou",
-            "class_acc")
+REPORTED = ("miou", "pixel_acc", "boundary_acc", "psnr", "miou_by_iteration", "ap50", "ap70", "ap75", "ap", "loc_acc",
+            "box_iou", "class_acc")
 
 
 def recipe_of(info: dict):

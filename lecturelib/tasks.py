@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from . import distributed as D
+from .box_ap import BoxAP
 from .fully_conv import dense_labels_fully_convolutional
 from .mask_ap import MaskAP
 from .metrics import IGNORE_INDEX, BoundaryAccuracy, ConfusionMatrix, labels_from_scores, psnr_from_mse
@@ -314,6 +315,95 @@ class UpsamplingTask:
         return {"psnr": psnr_from_mse(mse), "mse": mse}
 
 
+def summed_losses(model, batch, device) -> tuple[torch.Tensor, int, dict]:
+    """The loss of a detection-style batch (list of images, list of target dicts): ``model(images, targets)``
+    returns a dict of named losses; their sum, the number of images and the detached terms to log."""
+    images, targets = batch
+    images = [im.to(device, non_blocking=True) for im in images]
+    targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
+    losses = model(images, targets)
+    return sum(v.float() for v in losses.values()), len(images), {k: v.detach() for k, v in losses.items()}
+
+
+def box_ap_metrics(pairs, info: D.DistInfo, num_classes: int) -> dict:
+    """ap50, ap75, ap (box AP, :class:`lecturelib.box_ap.BoxAP`) of (prediction, target) pairs, every process's
+    pairs gathered so that each scores every image (the exact global AP)."""
+    records = [({k: p[k].cpu() for k in ("boxes", "labels", "scores")}, {k: t[k] for k in ("boxes", "labels")})
+               for p, t in pairs]
+    ap = BoxAP(num_classes)
+    for part in D.gather_objects(records, info):
+        ap.update([p for p, _ in part], [t for _, t in part])
+    out = ap.compute()
+    return {"ap50": out["ap50"], "ap75": out["ap75"], "ap": out["ap"]}
+
+
+class _WithProposals(Dataset):
+    """(image, target) pairs whose targets also hold ``proposals`` float32[P, 4]: selective search runs the first
+    time a scene is read and its boxes are kept (they are deterministic), so every later epoch reuses them.
+    ``seconds``: the time spent in selective search so far."""
+
+    def __init__(self, scenes, config):
+        self.scenes, self.config = scenes, config
+        self.boxes: dict[int, torch.Tensor] = {}
+        self.seconds = 0.0
+
+    def __len__(self) -> int:
+        return len(self.scenes)
+
+    def __getitem__(self, i):
+        from time import perf_counter
+
+        from .detection import proposal_boxes
+
+        image, target = self.scenes[i]
+        if i not in self.boxes:
+            start = perf_counter()
+            self.boxes[i] = proposal_boxes(image, self.config)
+            self.seconds += perf_counter() - start
+        return image, {**target, "proposals": self.boxes[i]}
+
+
+class DetectionTask:
+    """Lesson 07: object detectors. ``model(images, targets)`` returns a dict of named losses in training mode (each
+    logged); in eval mode ``model(images)`` (or ``model(images, proposals=...)``) returns per-image ``boxes``,
+    ``labels``, ``scores``; scored by box AP (``ap50``: IoU 0.5, ``ap``: COCO's AP@[.5:.95]).
+
+    recipe: ``num_classes`` and ``proposals`` (a :class:`lecturelib.proposals.ProposalConfig`). train / test:
+    datasets of (image, target) pairs in the detection format (``CourseScenes(..., mode="instance")``), or None.
+    proposals: the model takes selective-search proposals (R-CNN, Fast R-CNN): each scene's are computed the first
+    time it is read, kept (they are deterministic) and passed with every batch.
+    """
+
+    key_metric = "ap50"
+    find_unused_parameters = True       # the box branch gets no gradient in a step without positive RoIs
+    collate = staticmethod(collate_instances)
+
+    def __init__(self, recipe, train, test=None, *, proposals: bool = False):
+        self.num_classes, self.proposals = recipe.num_classes, proposals
+
+        def with_proposals(scenes):
+            return scenes if scenes is None or not proposals else _WithProposals(scenes, recipe.proposals)
+
+        self.train_set, self.test_set = with_proposals(train), with_proposals(test)
+
+    def loss(self, model, batch, device, channels_last=False):
+        return summed_losses(model, batch, device)
+
+    @torch.no_grad()
+    def evaluate(self, model, test_set, info, batch_size, autocast) -> dict:
+        loader = DataLoader(D.shard(test_set, info), batch_size=batch_size, collate_fn=collate_instances)
+        pairs = []
+        for images, targets in loader:
+            images = [im.to(info.device) for im in images]
+            with autocast():
+                if self.proposals:
+                    preds = model(images, proposals=[t["proposals"] for t in targets])
+                else:
+                    preds = model(images)
+            pairs += zip(preds, targets)
+        return box_ap_metrics(pairs, info, self.num_classes)
+
+
 class InstanceTask:
     """Lessons 07: detection-style models. ``model(images, targets)`` returns a dict of losses in training
     mode and per-image predictions (``masks``, ``labels``, ``scores``) in eval mode; scored by mask AP.
@@ -331,11 +421,7 @@ class InstanceTask:
         self.train_set, self.test_set = train, test
 
     def loss(self, model, batch, device, channels_last=False):
-        images, targets = batch
-        images = [im.to(device, non_blocking=True) for im in images]
-        targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
-        losses = model(images, targets)
-        return sum(v.float() for v in losses.values()), len(images), {k: v.detach() for k, v in losses.items()}
+        return summed_losses(model, batch, device)
 
     @torch.no_grad()
     def evaluate(self, model, test_set, info, batch_size, autocast) -> dict:

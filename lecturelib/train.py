@@ -56,13 +56,18 @@ from . import transposed as T
 from .cascade import CascadeConfig, MaskCascade
 from .datasets import DataFolder, folder_data
 from .deconvnet import deconvnet
+from .detection import DetectionConfig
+from .fast_rcnn import FastRCNN
+from .faster_rcnn import FasterRCNN
 from .fcn import SkipLessonConfig, fcn
 from .maskrcnn import tiny_maskrcnn
 from .profiles import PROFILES, Profile, get_profile
+from .rcnn import RCNN
 from .scenes import CourseScenes
 from .session import set_seed
-from .tasks import InstanceTask, PatchTask, RecurrentTask, SemanticTask, UpsamplingTask
+from .tasks import DetectionTask, InstanceTask, PatchTask, RecurrentTask, SemanticTask, UpsamplingTask
 from .training import History, fit, jsonable, train_config, write_atomic
+from .yolo import YOLO
 
 
 # ============================================================================= the models
@@ -105,7 +110,13 @@ def _region_task(recipe, train, test, seed):
     return sds.region_task(recipe, train, test, seed=seed)
 
 
+def _detection_task(proposals: bool):
+    """task(recipe, train, test, seed) of lesson 07's detectors (selective-search proposals cached when used)."""
+    return lambda recipe, train, test, seed: DetectionTask(recipe, train, test, proposals=proposals)
+
+
 _PSNR, _AP50 = ("psnr", 24.0), ("ap50", 0.1)
+_DETECTOR = dict(data="instance", eval_fraction=1 / 4, target=_AP50)
 
 MODELS: dict[str, ModelSpec] = {
     "patch_p10": _patch_spec(10),
@@ -150,6 +161,18 @@ MODELS: dict[str, ModelSpec] = {
         "07", localization.LocalizationConfig.from_profile, localization.localizer,
         _plain(localization.LocalizationTask), data="one_item", target=("loc_acc", 0.5),
         description="classification + localization: a class head and a box head on one-item scenes"),
+    "rcnn": ModelSpec(
+        "07", DetectionConfig.from_profile, RCNN, _detection_task(True), **_DETECTOR,
+        description="R-CNN: selective-search proposals, each cropped, warped and run through the CNN"),
+    "fast_rcnn": ModelSpec(
+        "07", DetectionConfig.from_profile, FastRCNN, _detection_task(True), **_DETECTOR,
+        description="Fast R-CNN: one backbone pass, RoI pooling of the selective-search proposals"),
+    "faster_rcnn": ModelSpec(
+        "07", DetectionConfig.from_profile, FasterRCNN, _detection_task(False), **_DETECTOR,
+        description="Faster R-CNN: region proposal network + the Fast R-CNN head, four losses"),
+    "yolo": ModelSpec(
+        "07", DetectionConfig.from_profile, YOLO, _detection_task(False), **_DETECTOR,
+        description="YOLO v1: an S x S grid, B boxes + confidence + class scores per cell"),
     "sds": ModelSpec(
         "08", sds.SDSConfig.from_profile, sds.SDS, _region_task, data="instance", target=_AP50,
         description="SDS: selective-search proposals scored by a two-pathway CNN"),

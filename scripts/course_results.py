@@ -30,9 +30,13 @@ def rows() -> list[dict]:
             continue
         infos = [json.loads((data_dir() / checkpoints.relative_name(name, s, ".json")).read_text()) for s in seeds]
         metrics = [i["metrics"] for i in infos]
-        key, label, digits = ("psnr", "PSNR (dB)", 2) if "psnr" in metrics[0] else ("miou", "mIoU", 3)
-        row = {"model": name, "lesson": spec.lesson, "seeds": len(seeds),
-               "main": f"{label} {fmt([m[key] for m in metrics], digits)}",
+        if spec.lesson == "07":                    # the detectors: box AP at IoU 0.5 and COCO's AP@[.5:.95]
+            main = (f"box AP@0.5 {fmt([m['ap50'] for m in metrics])}, "
+                    f"AP@[.5:.95] {fmt([m['ap'] for m in metrics])}")
+        else:
+            key, label, digits = ("psnr", "PSNR (dB)", 2) if "psnr" in metrics[0] else ("miou", "mIoU", 3)
+            main = f"{label} {fmt([m[key] for m in metrics], digits)}"
+        row = {"model": name, "lesson": spec.lesson, "seeds": len(seeds), "main": main,
                "pixel_acc": fmt([m["pixel_acc"] for m in metrics]) if "pixel_acc" in metrics[0] else "-",
                "boundary_acc": fmt([m["boundary_acc"] for m in metrics]) if "boundary_acc" in metrics[0] else "-",
                "minutes": mean_std([i["train"]["wall_seconds"] / 60 for i in infos])[0],

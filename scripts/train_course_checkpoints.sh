@@ -21,6 +21,7 @@ declare -A MODELS=(
   [04]="recurrent onepass"
   [05]="deconv_k3 deconv_k4 resizeconv"
   [06]="fcn32s fcn16s fcn8s deconvnet"
+  [07]="rcnn fast_rcnn faster_rcnn yolo"
 )
 declare -A ARGS=(
   [01]="--epochs 4"
@@ -28,9 +29,10 @@ declare -A ARGS=(
   [04]="--n-train 4096"
   [05]="--epochs 16"
   [06]="--image-size 128 --width 8 --n-train 3072"
+  [07]="--width 8 --n-train 2048"
 )
 lessons=("$@")
-[ ${#lessons[@]} -gt 0 ] || lessons=(01 03 04 05 06)
+[ ${#lessons[@]} -gt 0 ] || lessons=(01 03 04 05 06 07)
 
 commands=()
 for lesson in "${lessons[@]}"; do

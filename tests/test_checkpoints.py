@@ -40,9 +40,10 @@ def test_shipped_checkpoint_reproduces_its_metrics(name, seed):
 
 
 @lru_cache(maxsize=2)
-def _lazy_train_scenes(profile: Profile) -> CourseScenes:
-    """The training scenes of a profile, made only when a step needs them (and kept: models share them)."""
-    return CourseScenes.from_profile(profile, "train", cache=True)
+def _lazy_train_scenes(profile: Profile, mode: str = "semantic") -> CourseScenes:
+    """The training scenes of a profile (``mode`` "semantic" or "instance"), made only when a step needs them
+    (and kept: models share them)."""
+    return CourseScenes.from_profile(profile, "train", mode=mode, cache=True)
 
 
 @lru_cache(maxsize=1)
@@ -58,7 +59,7 @@ def test_retraining_reproduces_the_first_steps(name):
     spec = T.MODELS[name]
     set_seed(0)
     model = spec.build(recipe)
-    scenes = _lazy_train_scenes(profile)
+    scenes = _lazy_train_scenes(profile, spec.data)
     if spec.task(recipe, None, None, 0).__class__ is PatchTask:
         scenes = _train_tensors(profile)                 # patches are drawn from every training scene at once
     task = spec.task(recipe, scenes, None, 0)

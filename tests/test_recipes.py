@@ -20,13 +20,18 @@ from lecturelib import recurrent as rc
 from lecturelib import train as T
 from lecturelib import transposed as TR
 from lecturelib.deconvnet import deconvnet
+from lecturelib.detection import DetectionConfig
+from lecturelib.fast_rcnn import FastRCNN
+from lecturelib.faster_rcnn import FasterRCNN
 from lecturelib.fcn import SkipLessonConfig, fcn8s, fcn16s, fcn32s
 from lecturelib.maskrcnn import tiny_maskrcnn
 from lecturelib.profiles import PROFILES
+from lecturelib.rcnn import RCNN
 from lecturelib.scenes import NUM_CLASSES
 from lecturelib.session import set_seed
-from lecturelib.tasks import InstanceTask, PatchTask, RecurrentTask, SemanticTask, UpsamplingTask
+from lecturelib.tasks import DetectionTask, InstanceTask, PatchTask, RecurrentTask, SemanticTask, UpsamplingTask
 from lecturelib.training import count_parameters, fit, train_config
+from lecturelib.yolo import YOLO
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = PROFILES["quick"].scaled(image_size=32, n_train=32, n_test=4, batch_size=8, epochs=2, width=4)
@@ -86,7 +91,19 @@ def _skip(key, builder):
 DETECTOR_CALLS = ("det_config = cascade.CascadeConfig.from_profile(profile)", "InstanceTask(det_config, train)",
                   "train_config(det_config, seed=course.seed, progress=False)")
 
+def _detector(builder, name: str, proposals: bool):
+    """Lesson 07: the notebook builds each detector from the one recipe and scores the shipped checkpoints."""
+    return NotebookPath(
+        "07_object_detection.ipynb",
+        ("det_config = DetectionConfig.from_profile(profile)", f"{name}(det_config)",
+         f"DetectionTask(det_config, train, proposals={proposals})"),
+        lambda p: DetectionConfig.from_profile(p), builder,
+        lambda cfg, data, seed: DetectionTask(cfg, data, proposals=proposals), {})
+
+
 NOTEBOOK: dict[str, NotebookPath] = {
+    "rcnn": _detector(RCNN, "RCNN", True), "fast_rcnn": _detector(FastRCNN, "FastRCNN", True),
+    "faster_rcnn": _detector(FasterRCNN, "FasterRCNN", False), "yolo": _detector(YOLO, "YOLO", False),
     "patch_p10": _patch(10), "patch_p22": _patch(22), "patch_p38": _patch(38),
     "multiscale": _multiscale(ms.multiscale_net),
     "singlescale": _multiscale(ms.single_scale_baseline),
