@@ -21,7 +21,7 @@ declare -A MODELS=(
   [04]="recurrent onepass"
   [05]="deconv_k3 deconv_k4 resizeconv"
   [06]="fcn32s fcn16s fcn8s deconvnet"
-  [07]="rcnn fast_rcnn faster_rcnn yolo"
+  [07]="localizer rcnn fast_rcnn faster_rcnn yolo"
 )
 declare -A ARGS=(
   [01]="--epochs 4"
@@ -31,6 +31,10 @@ declare -A ARGS=(
   [06]="--image-size 128 --width 8 --n-train 3072"
   [07]="--width 8 --n-train 2048"
 )
+# models whose settings differ from their lesson's (the localizer trains on its own one-item scenes)
+declare -A MODEL_ARGS=(
+  [localizer]=""
+)
 lessons=("$@")
 [ ${#lessons[@]} -gt 0 ] || lessons=(01 03 04 05 06 07)
 
@@ -38,7 +42,7 @@ commands=()
 for lesson in "${lessons[@]}"; do
   for seed in $SEEDS; do
     for model in ${MODELS[$lesson]}; do
-      commands+=("$PY -m lecturelib.train $model --profile course ${ARGS[$lesson]} --seed $seed --export \
+      commands+=("$PY -m lecturelib.train $model --profile course ${MODEL_ARGS[$model]-${ARGS[$lesson]}} --seed $seed --export \
 --out runs/course/$model/seed$seed --overwrite --no-progress")
     done
   done
