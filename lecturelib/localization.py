@@ -116,27 +116,52 @@ def one_item_scene(split: str, index: int, seed: int, config: LocalizationConfig
 
 
 class OneItemScenes(Dataset):
-    """``n`` one-item scenes (or empty ones) of side ``config.window``, made once and kept as tensors.
+    """``n`` one-item scenes (or empty ones) of side ``config.window``, each made when first read, then kept.
 
     Items: (image float32[3, S, S] in [0, 1], label int64 (0 = background), box float32[4] pixel-edge).
+    ``images``, ``labels``, ``boxes``: the whole set as tensors (every scene made).
     """
 
     def __init__(self, config: LocalizationConfig, split: str = "train", n: int | None = None, seed: int = 0):
         n = config.n_train if (n is None and split == "train") else (config.n_test if n is None else n)
         if not isinstance(n, (int, np.integer)) or n < 0:
             raise ValueError(f"n must be a non-negative number of scenes, got {n!r}")
-        self.config, self.split, self.seed = config, split, seed
-        made = [one_item_scene(split, i, seed, config) for i in range(n)]
-        S = config.window
-        self.images = torch.stack([to_tensor_image(m[0]) for m in made]) if made else torch.zeros(0, 3, S, S)
-        self.labels = torch.tensor([m[1] for m in made], dtype=torch.int64)
-        self.boxes = torch.from_numpy(np.stack([m[2] for m in made])) if made else torch.zeros(0, 4)
+        scene_rng(split, 0, seed)                                      # validates split and seed
+        self.config, self.split, self.seed, self.n = config, split, seed, int(n)
+        self._made: dict[int, tuple] = {}
 
     def __len__(self) -> int:
-        return len(self.labels)
+        return self.n
 
     def __getitem__(self, i):
-        return self.images[i], self.labels[i], self.boxes[i]
+        if not -self.n <= i < self.n:
+            raise IndexError(f"scene {i} out of range for {self.n} scenes")
+        i = int(i) % self.n
+        if i not in self._made:
+            image, label, box = one_item_scene(self.split, i, self.seed, self.config)
+            self._made[i] = (to_tensor_image(image), torch.tensor(label), torch.from_numpy(box))
+        return self._made[i]
+
+    def _stack(self, k: int) -> torch.Tensor:
+        if self.n == 0:
+            S = self.config.window
+            return (torch.zeros(0, 3, S, S), torch.zeros(0, dtype=torch.int64), torch.zeros(0, 4))[k]
+        return torch.stack([self[i][k] for i in range(self.n)])
+
+    @property
+    def images(self) -> torch.Tensor:
+        """float32[n, 3, S, S]."""
+        return self._stack(0)
+
+    @property
+    def labels(self) -> torch.Tensor:
+        """int64[n] (0 = no item)."""
+        return self._stack(1)
+
+    @property
+    def boxes(self) -> torch.Tensor:
+        """float32[n, 4] pixel-edge (zeros where there is no item)."""
+        return self._stack(2)
 
     def __repr__(self) -> str:
         return f"OneItemScenes(split={self.split!r}, n={len(self)}, window={self.config.window}, seed={self.seed})"
