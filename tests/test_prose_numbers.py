@@ -78,6 +78,8 @@ ALLOWED = {
                         "R-CNN Table 1; the lecture's ladder",
         "66.9": PAPER + "Fast R-CNN mAP on VOC 2007 test (Girshick 2015, Table 1), the lecture's figure for Fast and "
                         "Faster R-CNN",
+        "146×": PAPER + "Fast R-CNN over R-CNN in test time per image without proposals (VGG-16), Girshick 2015, "
+                        "Table 4",
         "0.32": PAPER + "Fast R-CNN's test time per image without proposals, Girshick 2015, Table 4",
         "1.8": PAPER + "selective search + Fast R-CNN per image, Ren et al. 2015, timing table",
         "69.9": PAPER + "Faster R-CNN (VGG-16, VOC 2007 trainval) mAP on VOC 2007 test, Ren et al. 2015",
