@@ -29,7 +29,7 @@ declare -A ARGS=(
   [04]="--n-train 4096"
   [05]="--epochs 16"
   [06]="--image-size 128 --width 8 --n-train 3072"
-  [07]="--width 8 --n-train 2048"
+  [07]="--width 8 --n-train 2048"   # every detector sees the same 2048 scenes x 8 epochs (equal images seen)
 )
 # models whose settings differ from their lesson's (the localizer trains on its own one-item scenes)
 declare -A MODEL_ARGS=(
