@@ -40,6 +40,7 @@ from .training import evaluate as evaluate_task
 
 TOLERANCE = 1e-3
 REPORTED = ("miou", "pixel_acc", "boundary_acc", "psnr", "miou_by_iteration", "ap50", "ap70", "ap75", "ap",
+            "loc_acc", "box_iou", "class_acc",
             "exact_match", "item_acc", "exact_match_3plus", "item_acc_3plus", "attention_hit", "attention_chance",
             "accuracy", "window_iou", "centre_inside")
 

@@ -49,7 +49,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from . import captioning as cap
-from . import checkpoints, patch, sds
+from . import checkpoints, localization, patch, sds
 from . import distributed as D
 from . import multiscale as ms
 from . import recurrent as rc
@@ -169,6 +169,10 @@ MODELS: dict[str, ModelSpec] = {
     "deconvnet": ModelSpec(
         "06", SkipLessonConfig.from_profile, lambda r: deconvnet(r.num_classes, config=r.vgg()), _plain(SemanticTask),
         description="DeconvNet: the upside-down decoder with max-unpooling"),
+    "localizer": ModelSpec(
+        "07", localization.LocalizationConfig.from_profile, localization.localizer,
+        _plain(localization.LocalizationTask), data="one_item", target=("loc_acc", 0.5),
+        description="classification + localization: a class head and a box head on one-item scenes"),
     "rcnn": ModelSpec(
         "07", DetectionConfig.from_profile, RCNN, _detection_task(True), **_DETECTOR,
         description="R-CNN: selective-search proposals, each cropped, warped and run through the CNN"),
@@ -243,7 +247,8 @@ def instance_scenes(profile: Profile, split: str, workers: int = 0) -> list:
     return [pair for batch in DataLoader(ds, batch_size=32, num_workers=workers, collate_fn=list) for pair in batch]
 
 
-DATA_MAKERS = {"semantic": scene_tensors, "instance": instance_scenes, "cluttered": cluttered_tensors}
+DATA_MAKERS = {"semantic": scene_tensors, "instance": instance_scenes, "cluttered": cluttered_tensors,
+               "one_item": localization.one_item_scenes}
 
 
 def test_scenes(kind: str, eval_fraction: float, profile: Profile, workers: int = 0):

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 import torch
-from torchvision.utils import draw_segmentation_masks
+from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
 from .metrics import IGNORE_INDEX
 from .scenes import CLASS_NAMES
@@ -177,3 +177,31 @@ def show_grid(rows: list[list], titles: list[list[str]] | None = None, row_label
         fig.set_figheight(height)
         fig.tight_layout(rect=(0, legend_inches / height, 1, 1))
     return fig
+
+
+def draw_boxes(image, boxes, labels, scores=None, upscale: int = 4, class_names=None, width: int = 2) -> np.ndarray:
+    """Boxes drawn on an image enlarged ``upscale`` times by nearest neighbour (so the pixels stay sharp and the
+    labels readable): uint8[H * upscale, W * upscale, 3].
+
+    boxes float[N, 4] pixel-edge (x0, y0, x1, y1) in the image's pixels; labels int[N] (coloured and named by
+    class, :func:`palette` / ``class_names``); scores float[N] or None (then no score is written).
+    ``torchvision.utils.draw_bounding_boxes`` draws them.
+    """
+    if upscale < 1:
+        raise ValueError(f"upscale must be an int >= 1, got {upscale}")
+    img = torch.from_numpy(image_uint8(image)).permute(2, 0, 1)
+    img = img.repeat_interleave(upscale, 1).repeat_interleave(upscale, 2)              # nearest upscaling
+    boxes = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+    labels = [int(v) for v in torch.as_tensor(labels).reshape(-1)]
+    if len(labels) != len(boxes):
+        raise ValueError(f"{len(boxes)} boxes but {len(labels)} labels")
+    num_classes, names = class_names_for(None if class_names is None else len(class_names), class_names)
+    colours = palette(max(num_classes, max(labels, default=0) + 1))
+    texts = [names[c] if c < len(names) else f"class {c}" for c in labels]
+    if scores is not None:
+        texts = [f"{t} {float(s):.2f}" for t, s in zip(texts, torch.as_tensor(scores).reshape(-1))]
+    if len(boxes) == 0:
+        return img.permute(1, 2, 0).numpy()
+    out = draw_bounding_boxes(img, boxes * upscale, labels=texts, width=width,
+                              colors=[tuple(int(v) for v in colours[c]) for c in labels])
+    return out.permute(1, 2, 0).numpy()

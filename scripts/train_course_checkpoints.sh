@@ -21,7 +21,7 @@ declare -A MODELS=(
   [04]="recurrent onepass"
   [05]="deconv_k3 deconv_k4 resizeconv"
   [06]="fcn32s fcn16s fcn8s deconvnet"
-  [07]="rcnn fast_rcnn faster_rcnn yolo"
+  [07]="localizer rcnn fast_rcnn faster_rcnn yolo"
   [08]="sds cascade maskrcnn"
   [09]="stn_classifier plain_classifier caption_attention caption_meanpool"
 )
@@ -35,6 +35,10 @@ declare -A ARGS=(
   [08]="--n-train 1024 --n-test 128 --epochs 5"
   [09]="--n-train 4096"
 )
+# models whose settings differ from their lesson's (the localizer trains on its own one-item scenes)
+declare -A MODEL_ARGS=(
+  [localizer]=""
+)
 lessons=("$@")
 [ ${#lessons[@]} -gt 0 ] || lessons=(01 03 04 05 06 07 08 09)
 
@@ -42,7 +46,7 @@ commands=()
 for lesson in "${lessons[@]}"; do
   for seed in $SEEDS; do
     for model in ${MODELS[$lesson]}; do
-      commands+=("$PY -m lecturelib.train $model --profile course ${ARGS[$lesson]} --seed $seed --export \
+      commands+=("$PY -m lecturelib.train $model --profile course ${MODEL_ARGS[$model]-${ARGS[$lesson]}} --seed $seed --export \
 --out runs/course/$model/seed$seed --overwrite --no-progress")
     done
   done

@@ -59,6 +59,35 @@ ALLOWED = {
         "62.4": PAPER + "FCN-16s mean IU on the VOC 2011 val subset, Long et al. 2015, Table 2",
         "62.7": PAPER + "FCN-8s mean IU on the VOC 2011 val subset, Long et al. 2015, Table 2",
     },
+    "07_object_detection": {
+        "0.5": "IoU threshold of AP@0.5 and of the localization criterion (constants of the metrics); the score "
+               "threshold of the drawings (MIN_SCORE) and an input of exercise 2",
+        ".5": "the first IoU threshold in COCO's name AP@[.5:.95] (the protocol's constant)",
+        ".95": "the last IoU threshold in COCO's name AP@[.5:.95] (the protocol's constant)",
+        "0.95": "the last IoU threshold of COCO's AP (the protocol's constant)",
+        "0.9": "a score in exercise 2's hand-made table (an input, as in lecturelib/checks/lesson07.py)",
+        "0.8": "a score in exercise 2's hand-made table (an input)",
+        "0.75": "a score in exercise 2's hand-made table (an input)",
+        "0.7": "a score in exercise 2's hand-made table (an input)",
+        "0.6": "a score in exercise 2's hand-made table (an input)",
+        "0.3": "the second IoU threshold exercise 2 asks about (an input)",
+        "1312.6229": "arXiv identifier of OverFeat",
+        "1504.08083": "arXiv identifier of Fast R-CNN",
+        "1506.01497": "arXiv identifier of Faster R-CNN",
+        "66.0": PAPER + "R-CNN (VGG-16, box regression) mAP on VOC 2007 test, Girshick et al. 2014 Table 3 / Fast "
+                        "R-CNN Table 1; the lecture's ladder",
+        "66.9": PAPER + "Fast R-CNN mAP on VOC 2007 test (Girshick 2015, Table 1), the lecture's figure for Fast and "
+                        "Faster R-CNN",
+        "146×": PAPER + "Fast R-CNN over R-CNN in test time per image without proposals (VGG-16), Girshick 2015, "
+                        "Table 4",
+        "0.32": PAPER + "Fast R-CNN's test time per image without proposals, Girshick 2015, Table 4",
+        "1.8": PAPER + "selective search + Fast R-CNN per image, Ren et al. 2015, timing table",
+        "69.9": PAPER + "Faster R-CNN (VGG-16, VOC 2007 trainval) mAP on VOC 2007 test, Ren et al. 2015",
+        "0.2": PAPER + "Faster R-CNN's 198 ms as the lecture rounds it (Ren et al. 2015, timing table)",
+        "1×": PAPER + "R-CNN's speed-up in the lecture's ladder (the reference)",
+        "25×": PAPER + "Fast R-CNN's speed-up over R-CNN in the lecture's ladder (50 s / 2 s)",
+        "250×": PAPER + "Faster R-CNN's speed-up over R-CNN in the lecture's ladder (50 s / 0.2 s)",
+    },
     "08_instance_segmentation": {
         "0.5": "IoU threshold of AP^r@0.5 and SDSConfig.pos_iou, constants of the metric and of SDS's recipe",
         "0.7": "IoU threshold of AP^r@0.7, a constant of the metric",

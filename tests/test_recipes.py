@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from lecturelib import captioning as cap
-from lecturelib import cascade, patch, sds
+from lecturelib import cascade, localization, patch, sds
 from lecturelib import multiscale as ms
 from lecturelib import recurrent as rc
 from lecturelib import spatial_transformer as stn
@@ -115,6 +115,14 @@ def _detector(builder, name: str, proposals: bool):
 
 
 NOTEBOOK: dict[str, NotebookPath] = {
+    "localizer": NotebookPath(
+        "07_object_detection.ipynb",
+        ("loc_config = localization.LocalizationConfig.from_profile(course.profile)",
+         "loc_model = localization.localizer(loc_config)",
+         "localization.LocalizationTask(loc_config, loc_train, loc_test)",
+         "fit(loc_model, loc_task, train_config(loc_config, seed=course.seed, progress=False), course.device)"),
+        localization.LocalizationConfig.from_profile, localization.localizer,
+        lambda cfg, data, seed: localization.LocalizationTask(cfg, data), {}),
     "rcnn": _detector(RCNN, "RCNN", True), "fast_rcnn": _detector(FastRCNN, "FastRCNN", True),
     "faster_rcnn": _detector(FasterRCNN, "FasterRCNN", False), "yolo": _detector(YOLO, "YOLO", False),
     "patch_p10": _patch(10), "patch_p22": _patch(22), "patch_p38": _patch(38),
