@@ -30,12 +30,13 @@ def rows() -> list[dict]:
             continue
         infos = [json.loads((data_dir() / checkpoints.relative_name(name, s, ".json")).read_text()) for s in seeds]
         metrics = [i["metrics"] for i in infos]
-        if spec.lesson == "07":                    # the detectors: box AP at IoU 0.5 and COCO's AP@[.5:.95]
+        if spec.lesson == "07" and "ap50" in metrics[0]:   # the detectors: box AP at IoU 0.5 and COCO AP@[.5:.95]
             main = (f"box AP@0.5 {fmt([m['ap50'] for m in metrics])}, "
                     f"AP@[.5:.95] {fmt([m['ap'] for m in metrics])}")
         else:
             key, label, digits = next(((k, lab, d) for k, lab, d in (("psnr", "PSNR (dB)", 2),
                                                                      ("ap50", "AP^r@0.5", 3),
+                                                                     ("loc_acc", "localization accuracy", 3),
                                                                      ("exact_match", "caption exact match", 3),
                                                                      ("accuracy", "accuracy", 3))
                                        if k in metrics[0]), ("miou", "mIoU", 3))
