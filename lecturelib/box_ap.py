@@ -23,8 +23,7 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
-from .caps import dropped_confident, warn_cap
-from .mask_ap import MaskAP, match_image
+from .mask_ap import MaskAP
 
 
 def check_boxes(boxes, what: str) -> torch.Tensor:
@@ -76,24 +75,8 @@ class BoxAP(MaskAP):
                 raise ValueError(f"preds[{i}]: {len(pb)} boxes, {len(ps)} scores, {len(pl)} labels; they must agree")
             if len(gb) != len(gl):
                 raise ValueError(f"targets[{i}]: {len(gb)} boxes but {len(gl)} labels")
-            for labels, what in ((pl, "preds"), (gl, "targets")):
-                if len(labels) and (labels.min() < 0 or labels.max() >= self.num_classes):
-                    raise ValueError(f"{what}[{i}]['labels'] outside 0..{self.num_classes - 1}; check num_classes")
-            iou = box_iou(pb, gb).numpy() if len(pb) and len(gb) else np.zeros((len(pb), len(gb)))
-            for c in range(1, self.num_classes):
-                g = np.flatnonzero(gl == c)
-                self._n_gt[c] += len(g)
-                d = np.flatnonzero(pl == c)
-                if len(d) == 0:
-                    continue
-                d = d[np.argsort(-ps[d], kind="mergesort")]
-                if dropped_confident(ps[d], self.max_dets):
-                    warn_cap(f"BoxAP: max_dets={self.max_dets} detections per image and class are scored; an image "
-                             "had more, including one scored >= 0.5; raise max_dets")
-                d = d[: self.max_dets]
-                sub = iou[np.ix_(d, g)]
-                self._records[c].append((ps[d], np.stack([match_image(sub, th) for th in self.thresholds])))
-            self.n_images += 1
+            self._add_image(i, box_iou(pb, gb).numpy() if len(pb) and len(gb) else np.zeros((len(pb), len(gb))),
+                            ps, pl, gl)
 
 
 def box_ap(preds: list[dict], targets: list[dict], num_classes: int, **kwargs) -> dict:

@@ -158,25 +158,30 @@ class MaskAP:
             if len(pm) and len(gm) and pm.shape[1:] != gm.shape[1:]:
                 raise ValueError(f"image {i}: predicted masks are {tuple(pm.shape[1:])}, ground truth "
                                  f"{tuple(gm.shape[1:])}; paste predictions into the full image")
-            for labels, what in ((pl, "preds"), (gl, "targets")):
-                if len(labels) and (labels.min() < 0 or labels.max() >= self.num_classes):
-                    raise ValueError(f"{what}[{i}]['labels'] outside 0..{self.num_classes - 1}; check num_classes")
-            iou = mask_iou(pm, gm).numpy() if len(pm) and len(gm) else np.zeros((len(pm), len(gm)))
-            for c in range(1, self.num_classes):
-                g = np.flatnonzero(gl == c)
-                self._n_gt[c] += len(g)
-                d = np.flatnonzero(pl == c)
-                if len(d) == 0:
-                    continue
-                d = d[np.argsort(-ps[d], kind="mergesort")]
-                if dropped_confident(ps[d], self.max_dets):
-                    warn_cap(f"MaskAP: max_dets={self.max_dets} detections per image and class are scored; an image "
-                             "had more, including one scored >= 0.5; raise max_dets")
-                d = d[: self.max_dets]
-                sub = iou[np.ix_(d, g)]
-                tp = np.stack([match_image(sub, t) for t in self.thresholds])   # (T, D)
-                self._records[c].append((ps[d], tp))
-            self.n_images += 1
+            self._add_image(i, mask_iou(pm, gm).numpy() if len(pm) and len(gm) else np.zeros((len(pm), len(gm))),
+                            ps, pl, gl)
+
+    def _add_image(self, i: int, iou: np.ndarray, ps: np.ndarray, pl: np.ndarray, gl: np.ndarray) -> None:
+        """Record image ``i``: ``iou`` float[D, G] between its detections (scores ``ps``, labels ``pl``) and its
+        ground truth (labels ``gl``); detections are matched per class at every threshold."""
+        for labels, what in ((pl, "preds"), (gl, "targets")):
+            if len(labels) and (labels.min() < 0 or labels.max() >= self.num_classes):
+                raise ValueError(f"{what}[{i}]['labels'] outside 0..{self.num_classes - 1}; check num_classes")
+        for c in range(1, self.num_classes):
+            g = np.flatnonzero(gl == c)
+            self._n_gt[c] += len(g)
+            d = np.flatnonzero(pl == c)
+            if len(d) == 0:
+                continue
+            d = d[np.argsort(-ps[d], kind="mergesort")]
+            if dropped_confident(ps[d], self.max_dets):
+                warn_cap(f"{type(self).__name__}: max_dets={self.max_dets} detections per image and class are "
+                         "scored; an image had more, including one scored >= 0.5; raise max_dets")
+            d = d[: self.max_dets]
+            sub = iou[np.ix_(d, g)]
+            tp = np.stack([match_image(sub, t) for t in self.thresholds])   # (T, D)
+            self._records[c].append((ps[d], tp))
+        self.n_images += 1
 
     def compute(self) -> dict:
         """``ap50``, ``ap70`` (if 0.5/0.7 are thresholds), ``ap`` (mean over thresholds), each a mean over
