@@ -405,7 +405,7 @@ class DetectionTask:
 
 
 class InstanceTask:
-    """Lessons 07: detection-style models. ``model(images, targets)`` returns a dict of losses in training
+    """Lesson 08: instance-segmentation models. ``model(images, targets)`` returns a dict of losses in training
     mode and per-image predictions (``masks``, ``labels``, ``scores``) in eval mode; scored by mask AP.
 
     recipe: ``num_classes``. train / test: datasets of (image, target) pairs in torchvision's detection
