@@ -1,6 +1,6 @@
 """nbgrader on a real lesson, as an instructor runs it: generate_assignment, then autograde two submissions.
 
-In a temporary course directory, lesson 05 (three exercises, one check cell each) is released with
+In a temporary course directory, lesson 02 (two exercises, one check cell each) is released with
 ``nbgrader generate_assignment``; Alice submits the release with every exercise solved (the solutions of the
 source notebook), Bob the same with one exercise wrong. ``nbgrader autograde`` executes both: Alice gets every
 point, Bob loses exactly the points of the wrong exercise's check cell.
@@ -19,10 +19,10 @@ from lecturelib.editions import BEGIN, generate_assignment, nbgrader
 pytest.importorskip("nbgrader")
 
 REPO = Path(__file__).resolve().parents[1]
-LESSON = REPO / "notebooks" / "05_transposed_convolution.ipynb"
-ASSIGNMENT = "lesson05"
-WRONG = "my_output_size"                      # Bob's wrong exercise
-WRONG_BODY = "    return (n - 1) * stride + kernel_size"       # forgets padding, output_padding and dilation
+LESSON = REPO / "notebooks" / "02_fully_convolutional.ipynb"
+ASSIGNMENT = "lesson02"
+WRONG = "my_receptive_field"                  # Bob's wrong exercise: forgets that strides multiply the jump
+WRONG_BODY = "    rf = 1\n    for kernel, stride in layers:\n        rf += kernel - 1\n    return rf, 1"
 
 
 def graded(nb) -> dict[str, dict]:
@@ -58,7 +58,7 @@ def test_generate_assignment_then_autograde_a_correct_and_a_wrong_submission(tmp
     source = nbformat.read(LESSON, as_version=4)
     release = nbformat.read(course / "release" / ASSIGNMENT / LESSON.name, as_version=4)
     checks = {k: v for k, v in graded(release).items() if v["grade"]}
-    assert len(checks) == 3 and all(v["locked"] and v["points"] == 1 for v in checks.values()), checks
+    assert len(checks) == 2 and all(v["locked"] and v["points"] == 1 for v in checks.values()), checks
     assert all(not c.get("outputs") for c in release.cells if c.cell_type == "code")
 
     for student, wrong in [("alice", None), ("bob", WRONG)]:
@@ -76,12 +76,12 @@ def test_generate_assignment_then_autograde_a_correct_and_a_wrong_submission(tmp
             return nb.score, nb.max_score
 
         alice, bob = scores("alice"), scores("bob")
-        assert total("alice") == (3, 3), alice
+        assert total("alice") == (2, 2), alice
         assert alice == {k: 1 for k in checks}
-        assert total("bob") == (2, 3), bob
+        assert total("bob") == (1, 2), bob
         assert bob == {k: 0 if k == f"check-{WRONG}" else 1 for k in checks}, bob
     bob_nb = nbformat.read(course / "autograded" / "bob" / ASSIGNMENT / LESSON.name, as_version=4)
     text = "".join(o.get("text", "") + "".join(o.get("traceback", [])) for c in bob_nb.cells
                    if c.cell_type == "code" for o in c.outputs)
-    assert "\u274c transposed-convolution output size" in text and "CheckFailed" in text
+    assert "\u274c receptive field and output stride" in text and "CheckFailed" in text
     assert time.monotonic() - start < 120, "the nbgrader round trip should take under 2 min"
