@@ -7,6 +7,8 @@ STAMP  := $(VENV)/.installed
 # the instructor's tools on top: nbgrader (student edition, grading) and the website's generator
 TOOLS  := $(VENV)/.installed-tools
 PORT   ?= 8888
+# the folder `make lab` opens (build/student for the student edition)
+NOTEBOOKS ?= notebooks
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 # pytest workers: 2 on the course's 2-core reference machine
 WORKERS ?= 2
@@ -47,7 +49,7 @@ LAB_OFFLINE := --LabApp.news_url=None --LabApp.check_for_updates_class=jupyterla
 lab: $(STAMP)
 	@echo "JupyterLab prints its address below (http://127.0.0.1:$(PORT)/lab?token=...): open it in a browser on this"
 	@echo "machine (Ctrl+click in most terminals). Another port: make lab PORT=8890. Stop: Ctrl+C, then y."
-	$(BIN)/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 --port=$(PORT) --no-browser $(ROOT_FLAG) $(LAB_OFFLINE)
+	$(BIN)/jupyter lab --notebook-dir=$(NOTEBOOKS) --ip=127.0.0.1 --port=$(PORT) --no-browser $(ROOT_FLAG) $(LAB_OFFLINE)
 
 # two pytest workers on two cores: one thread each (oversubscribed OpenMP threads are many times slower)
 test: $(TOOLS)
