@@ -46,7 +46,9 @@ def rows() -> list[dict]:
                "boundary_acc": fmt([m["boundary_acc"] for m in metrics]) if "boundary_acc" in metrics[0] else "-",
                "minutes": mean_std([i["train"]["wall_seconds"] / 60 for i in infos])[0],
                "size_kib": (data_dir() / checkpoints.relative_name(name, seeds[0])).stat().st_size / 1024,
-               "image": infos[0]["profile"]["image_size"], "n_train": infos[0]["profile"]["n_train"],
+               # a recipe of its own (the localizer: one-item windows) says its own size and count
+               "image": infos[0]["recipe"].get("window", infos[0]["profile"]["image_size"]),
+               "n_train": infos[0]["recipe"].get("n_train", infos[0]["profile"]["n_train"]),
                "hours": sum(i["train"]["wall_seconds"] for i in infos) / 3600, "machine": infos[0]["train"]["machine"]}
         out.append(row)
     return out
