@@ -11,14 +11,13 @@ PNG of its picture (what a notebook shows where the widget cannot run); its root
 """
 from __future__ import annotations
 
-import base64
 import html
 
 import ipywidgets as W
 import torch
 
 from .stn_frames import LIMITS, ThetaSettings, frame_png, theta_frame
-from .widgets import LIVE_ONLY, _greyed
+from .widgets import LIVE_ONLY, _greyed, bundle_with_still
 
 CSS = {"root": "stn-explorer", "picture": "stn-picture", "message": "stn-message", "theta": "stn-theta",
        "stale": "stn-stale"}
@@ -97,11 +96,7 @@ class ThetaExplorer:
         self.picture.remove_class(CSS["stale"])
 
     def _repr_mimebundle_(self, **kwargs):
-        bundle = self.ui._repr_mimebundle_(**kwargs)
-        bundle["text/plain"] = STATIC_TEXT
-        if self._png:
-            bundle["image/png"] = base64.b64encode(self._png).decode("ascii")
-        return bundle
+        return bundle_with_still(self.ui, self._png, STATIC_TEXT, **kwargs)
 
 
 def theta_explorer(image: torch.Tensor, scale: float = 1.0, rotation: float = 0.0, tx: float = 0.0,

@@ -120,6 +120,16 @@ def formula_html(st: Settings) -> str:
             + (" (the output_padding cells are never written)" if op else ""))
 
 
+
+def bundle_with_still(ui, png: bytes, text: str, **kwargs) -> dict:
+    """The MIME bundle of a widget box ``ui`` with its current frame ``png`` added as a static image/png and ``text``
+    as its text/plain, so a stored notebook, GitHub or the course site shows the picture where no kernel runs it."""
+    bundle = ui._repr_mimebundle_(**kwargs)
+    bundle["text/plain"] = text
+    if png:
+        bundle["image/png"] = base64.b64encode(png).decode("ascii")
+    return bundle
+
 class TransposedConvExplorer:
     """The widget. ``.ui`` is the ipywidgets box; displaying the object displays it.
 
@@ -248,11 +258,7 @@ class TransposedConvExplorer:
         self.picture.remove_class(CSS["stale"])
 
     def _repr_mimebundle_(self, **kwargs):
-        bundle = self.ui._repr_mimebundle_(**kwargs)
-        bundle["text/plain"] = STATIC_TEXT
-        if self._png:
-            bundle["image/png"] = base64.b64encode(self._png).decode("ascii")
-        return bundle
+        return bundle_with_still(self.ui, self._png, STATIC_TEXT, **kwargs)
 
 
 def transposed_conv_explorer(in_size: int = 2, kernel_size: int = 3, stride: int = 2, padding: int = 1,
