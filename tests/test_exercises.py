@@ -174,6 +174,11 @@ def test_the_exercises_pass_with_the_solutions_and_fail_with_the_stubs(path):
             student.append(nbformat.v4.new_code_cell(stub, metadata={"tags": tags(cell)}))
         elif CHECK_TAG in tags(cell):
             student.append(nbformat.v4.new_code_cell(cell.source, metadata={"tags": tags(cell)}))
+    for cell in teacher + student:          # a graded check never reseeds (or draws from) the notebook's global RNG
+        if CHECK_TAG in tags(cell):
+            cell.source = (f"import torch as _torch\n_rng = _torch.random.get_rng_state()\n{cell.source}\n"
+                           "assert _torch.equal(_rng, _torch.random.get_rng_state()), "
+                           "'this check changed the global torch RNG (run it inside run_check)'")
     run = nbformat.v4.new_notebook(cells=teacher + student, metadata=nb.metadata)
     NotebookClient(run, timeout=300, kernel_name="python3",
                    resources={"metadata": {"path": str(path.parent)}}).execute()
