@@ -1,4 +1,5 @@
-"""Unit tests of lecturelib.fully_conv (lesson 02), its self-checks and the offline weights set-up."""
+"""Unit tests of lecturelib.fully_conv (lesson 02) and the offline weights set-up; its self-checks:
+tests/test_checks_early.py."""
 from collections import OrderedDict
 
 import numpy as np
@@ -7,7 +8,6 @@ import torch
 import torch.nn as nn
 
 from lecturelib import fully_conv, patch, pretrained
-from lecturelib.checks import lesson02
 
 
 def sliding_reference(classifier, image, window, stride):
@@ -231,28 +231,6 @@ def test_weights_good_hash_is_installed(monkeypatch, tmp_path):
     monkeypatch.setattr(pretrained, "SHA256", hashlib.sha256(b"pretend weights").hexdigest())
     assert pretrained.install_mobilenet_v2() == target
     assert target.read_bytes() == b"pretend weights"
-
-
-# ----------------------------------------------------------------------------- self-checks
-def test_checks_pass_reference_and_fail_wrong(capsys):
-    assert lesson02.linear_to_conv(fully_conv.linear_to_conv)
-
-    def transposed(linear, c, k):      # wrong flatten order: (y, x, c) instead of (c, y, x)
-        kh, kw = (k, k) if isinstance(k, int) else k
-        conv = nn.Conv2d(c, linear.out_features, (kh, kw))
-        with torch.no_grad():
-            conv.weight.copy_(linear.weight.reshape(linear.out_features, kh, kw, c).permute(0, 3, 1, 2))
-            conv.bias.copy_(linear.bias)
-        return conv
-    assert not lesson02.linear_to_conv(transposed)
-    assert lesson02.receptive_field(fully_conv.receptive_field_of)
-    assert not lesson02.receptive_field(lambda layers: (sum(k for k, _ in layers), 1))
-
-    def stub(*args):
-        raise NotImplementedError
-    assert not lesson02.linear_to_conv(stub) and not lesson02.receptive_field(stub)
-    out = capsys.readouterr().out
-    assert out.count("\u2705") == 2 and out.count("\u274c") == 4
 
 
 def test_layer_names_survive_conversion():

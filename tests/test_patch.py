@@ -1,11 +1,10 @@
-"""Unit tests of lecturelib.patch (lesson 01) and its self-checks."""
+"""Unit tests of lecturelib.patch (lesson 01); its self-checks: tests/test_checks_early.py."""
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 
 from lecturelib import patch
-from lecturelib.checks import lesson01
 from lecturelib.metrics import segmentation_report
 from lecturelib.tasks import PatchTask
 from lecturelib.training import fit, train_config
@@ -166,27 +165,6 @@ def test_lesson_config_follows_profile():
     assert full.n_patches > quick.n_patches and full.width > quick.width and full.epochs >= quick.epochs
     for p in quick.patch_sizes:
         assert quick.model_config(p).num_classes == 11      # every lesson patch size fits the CNN exactly
-
-
-def test_checks_pass_reference_and_fail_wrong(capsys):
-    assert lesson01.patch_extractor(patch.extract_patch)
-    # zero padding instead of reflect: wrong at the borders
-    def zero_pad(image, y, x, p):
-        padded = torch.nn.functional.pad(image, (p // 2, p - 1 - p // 2, p // 2, p - 1 - p // 2))
-        return padded[:, y:y + p, x:x + p]
-    assert not lesson01.patch_extractor(zero_pad)
-
-    def stub(*args):
-        raise NotImplementedError
-    assert not lesson01.patch_extractor(stub)
-
-    def ref_labels(model, image, p):
-        return patch.dense_labels_by_patches(model, image[None], p, torch.device("cpu"))[0]
-    assert lesson01.dense_labelling(ref_labels)
-    assert not lesson01.dense_labelling(lambda model, image, p: torch.zeros(image.shape[-2:], dtype=torch.long))
-    assert not lesson01.dense_labelling(stub)
-    out = capsys.readouterr().out
-    assert out.count("\u2705") == 2 and out.count("\u274c") == 4
 
 
 def test_patch_batches_len_and_shapes():
