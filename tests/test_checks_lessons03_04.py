@@ -1,4 +1,4 @@
-"""The self-checks of lessons 03 and 04: the solution passes, the stub and plausible wrong answers fail with a reason."""
+"""The self-checks of lessons 03 and 04: the solution passes; the stub and plausible wrong answers fail, saying why."""
 import importlib
 from pathlib import Path
 

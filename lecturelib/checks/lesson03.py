@@ -220,7 +220,7 @@ def most_hurt_bucket(student, measured) -> bool:
 
     def test():
         if measured is None:
-            raise CheckFailed("there are no measurements: run the ablation above first (its check must print ✅).")
+            raise CheckFailed("there are no measurements: run the ablation above first (its check must pass).")
         sizes = [b for b in measured["drop"] if b != "all"]
         got = student(measured)
         if got not in sizes:

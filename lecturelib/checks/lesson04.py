@@ -111,9 +111,10 @@ def unrolled_loss(student) -> bool:
     def test():
         refuse_reference(student, reference)
         g = torch.Generator().manual_seed(7)
-        for case, n, shape, scale in [("1 iteration, 3 classes, 5×7 px", 1, (2, 3, 5, 7), 1.0),
-                                      ("4 iterations, 6 classes, 8×8 px", 4, (2, 6, 8, 8), 2.0),
-                                      ("2 iterations with very confident logits (up to ±60)", 2, (1, 4, 6, 6), 20.0)]:
+        for case, n, shape, scale in [("1 iteration, 3 classes, 5×7 px, 3 pixels labelled 255", 1, (2, 3, 5, 7), 1.0),
+                                      ("4 iterations, 6 classes, 8×8 px, 3 pixels labelled 255", 4, (2, 6, 8, 8), 2.0),
+                                      ("2 iterations with very confident logits (up to ±60), 3 pixels labelled 255",
+                                       2, (1, 4, 6, 6), 20.0)]:
             target = torch.randint(0, shape[1], (shape[0], *shape[2:]), generator=g)
             target[0, 0, :3] = 255                                  # ignored pixels
             logits = [scale * torch.randn(*shape, generator=g, dtype=torch.float64) for _ in range(n)]
@@ -185,7 +186,7 @@ def where_the_gain_is(student, measured) -> bool:
 
     def test():
         if measured is None:
-            raise CheckFailed("there are no measurements: run the iterations above first (their check must print ✅).")
+            raise CheckFailed("there are no measurements: run the iterations above first (their check must pass).")
         got = student(measured)
         if not isinstance(got, dict) or set(got) != {"best", "largest_gain_at"}:
             raise CheckFailed(f"return a dict with the keys 'best' and 'largest_gain_at', got {got!r}.")
