@@ -157,12 +157,14 @@ def iterations_ablation(student, model, images: torch.Tensor, targets: torch.Ten
     def test():
         with torch.no_grad():
             got = student(model, images, max_iterations)
-            want = model.forward_all(images, max_iterations)
+            want = model.forward_all(images[:4], max_iterations)       # the model's own, on a few scenes
         if not isinstance(got, (list, tuple)):
             raise CheckFailed(f"return a list with the logits after every iteration, got {type(got).__name__}.")
         expect_equal(len(got), max_iterations, what=f"the number of logit maps for {max_iterations} iterations")
         for t, (a, b) in enumerate(zip(got, want), start=1):
-            expect_close(a, b, what=f"the logits after iteration {t}", atol=1e-4)
+            if not isinstance(a, torch.Tensor) or a.shape[0] != len(images):
+                raise CheckFailed(f"the logits after iteration {t} should be a tensor with one map per image.")
+            expect_close(a[:4], b, what=f"the logits after iteration {t}", atol=1e-4)
         reports = [segmentation_report(a.argmax(1), targets, NUM_CLASSES) for a in got]
         out["miou"] = [r["miou"] for r in reports]
         out["boundary_acc"] = [r["boundary_acc"] for r in reports]
