@@ -49,7 +49,8 @@ ALLOWED = {
     "02_fully_convolutional": {},
     "03_multiscale": {},
     "04_recurrent_refinement": {
-        "0.5": "the centring constant of refinement_step (`image - 0.5`), which exercise 1 asks for",
+        "0.5": "the centring constant of refinement_step (`image - 0.5`), which exercise 2 asks for",
+        "15 %": "lecturelib.checks.lesson04.RF_TOLERANCE, the tolerance of exercise 1's prediction",
     },
     "05_transposed_convolution": {
         "1603.07285": "arXiv identifier of Dumoulin & Visin's guide to convolution arithmetic",
