@@ -26,6 +26,16 @@ CHANGES = ("falls", "rises", "unchanged")
 CAUSES = ("duplicates", "lost objects")
 
 
+def _call(case: str, fn, *args):
+    """``fn(*args)``; an exception other than NotImplementedError becomes a CheckFailed naming ``case``."""
+    try:
+        return fn(*args)
+    except (NotImplementedError, CheckFailed):
+        raise
+    except Exception as exc:
+        raise CheckFailed(f"case '{case}': your code raised {type(exc).__name__}: {exc}.") from None
+
+
 def _as_index_list(got, what: str) -> list[int]:
     if isinstance(got, torch.Tensor):
         got = got.flatten().tolist()
@@ -67,7 +77,7 @@ def nms_survivors(student, boxes: torch.Tensor, scores: torch.Tensor, iou_thresh
                      for j in range(len(boxes)) if i != j)
         hint = ("visit the boxes by decreasing score, not by number; a box that was suppressed suppresses nothing "
                 "itself")
-        hint += "; a small box inside a large one overlaps it by less than its own area suggests" if inside else ""
+        hint += "; the IoU of a small box inside a large one is only its area over the large one's" if inside else ""
         raise CheckFailed(f"you keep {len(got)} boxes, {amount}: {' and '.join(parts)}. Redo it: {hint}.")
 
     return run_check(f"which boxes survive NMS at {iou_threshold}", test,
@@ -104,15 +114,15 @@ def box_iou(student) -> bool:
     def test():
         refuse_reference(student, reference)
         for name, a, b in _box_iou_cases():
-            got = student(a.clone(), b.clone())
+            got = _call(name, student, a.clone(), b.clone())
             if not isinstance(got, torch.Tensor):
                 raise CheckFailed(f"case '{name}': return a tensor, got {type(got).__name__}.")
             expect_close(got, reference(a, b), what=f"case '{name}' ({len(a)} x {len(b)} boxes)")
 
     return run_check("box IoU", test, "Hint: the intersection of two boxes is itself a box, from the larger of the "
                      "two left (top) edges to the smaller of the two right (bottom) edges, and empty when that "
-                     "gives a negative side; the union is the two areas minus the intersection. Every pair: give a "
-                     "a new axis for b's boxes.")
+                     "gives a negative side; the union is the two areas minus the intersection. All pairs at once: "
+                     "broadcast a, with a new axis, against b.")
 
 
 # ----------------------------------------------------------------------------- implement: class-wise NMS
@@ -203,7 +213,8 @@ def nms(student) -> bool:
     def test():
         refuse_reference(student, batched_nms, plain_nms)
         for name, boxes, scores, labels, t in _nms_cases():
-            got = _as_index_list(student(boxes.clone(), scores.clone(), labels.clone(), t), f"case '{name}'")
+            got = _as_index_list(_call(name, student, boxes.clone(), scores.clone(), labels.clone(), t),
+                                 f"case '{name}'")
             problem = _nms_problems(got, boxes, scores, labels, t)
             if problem:
                 ties = len(scores.unique()) < len(scores)
