@@ -37,14 +37,15 @@ def _call(case: str, fn, *args):
 
 
 def _as_index_list(got, what: str) -> list[int]:
+    wrong = f"{what}: return a list (or a 1-D tensor) of box indices, got {type(got).__name__}."
     if isinstance(got, torch.Tensor):
         got = got.flatten().tolist()
     if isinstance(got, (str, bytes, dict)) or got is None:
-        raise CheckFailed(f"{what}: return a list (or a 1-D tensor) of box indices, got {type(got).__name__}.")
+        raise CheckFailed(wrong)
     try:
         return [int(v) for v in got]
     except (TypeError, ValueError):
-        raise CheckFailed(f"{what}: return a list (or a 1-D tensor) of box indices, got {type(got).__name__}.") from None
+        raise CheckFailed(wrong) from None
 
 
 # ----------------------------------------------------------------------------- predict: NMS by hand
@@ -52,7 +53,8 @@ def nms_survivors(student, boxes: torch.Tensor, scores: torch.Tensor, iou_thresh
     """Check ``student() -> indices``: the boxes (float[N, 4]) that survive NMS at ``iou_threshold`` (all of one
     class), in any order. The truth is ``torchvision.ops.nms``; a wrong answer is told how many boxes are wrong
     in each direction, not which."""
-    from torchvision.ops import box_iou as iou_of, nms as reference
+    from torchvision.ops import box_iou as iou_of
+    from torchvision.ops import nms as reference
 
     def test():
         got = _as_index_list(student(), "your prediction")
@@ -208,7 +210,8 @@ def nms(student) -> bool:
     highest score first: greedy NMS done class by class (``torchvision.ops.batched_nms``), on cases the exercise
     does not show: empty input, ties, identical and zero-area boxes, many classes, thresholds 0 and 1. With tied
     scores any order of the ties is accepted."""
-    from torchvision.ops import batched_nms, nms as plain_nms
+    from torchvision.ops import batched_nms
+    from torchvision.ops import nms as plain_nms
 
     def test():
         refuse_reference(student, batched_nms, plain_nms)
