@@ -61,17 +61,14 @@ ALLOWED = {
         "62.7": PAPER + "FCN-8s mean IU on the VOC 2011 val subset, Long et al. 2015, Table 2",
     },
     "07_object_detection": {
-        "0.5": "IoU threshold of AP@0.5 and of the localization criterion (constants of the metrics); the score "
-               "threshold of the drawings (MIN_SCORE) and an input of exercise 2",
+        "0.5": "IoU threshold of AP@0.5 and of the localization criterion (constants of the metrics); the NMS "
+               "threshold of exercise 1 and of the detectors' recipe (DetectionConfig.nms)",
         ".5": "the first IoU threshold in COCO's name AP@[.5:.95] (the protocol's constant)",
         ".95": "the last IoU threshold in COCO's name AP@[.5:.95] (the protocol's constant)",
         "0.95": "the last IoU threshold of COCO's AP (the protocol's constant)",
-        "0.9": "a score in exercise 2's hand-made table (an input, as in lecturelib/checks/lesson07.py)",
-        "0.8": "a score in exercise 2's hand-made table (an input)",
-        "0.75": "a score in exercise 2's hand-made table (an input)",
-        "0.7": "a score in exercise 2's hand-made table (an input)",
-        "0.6": "a score in exercise 2's hand-made table (an input)",
-        "0.3": "the second IoU threshold exercise 2 asks about (an input)",
+        "0.75": "the IoU threshold of AP@0.75 (COCO's constant), a column of exercise 4's table",
+        "0.7": "an NMS threshold exercise 4 compares (an input, lecturelib.checks.lesson07.NMS_SETTINGS)",
+        "0.3": "an NMS threshold exercise 4 compares (an input, lecturelib.checks.lesson07.NMS_SETTINGS)",
         "1312.6229": "arXiv identifier of OverFeat",
         "1504.08083": "arXiv identifier of Fast R-CNN",
         "1506.01497": "arXiv identifier of Faster R-CNN",
