@@ -66,7 +66,7 @@ def test_conv_outputs_prediction(capsys):
     out = outcome(capsys, False)
     assert "computed is too high" in out and "distinct is too high" in out
     assert not lesson01.conv_outputs(lambda: 42)
-    assert "two whole numbers" in outcome(capsys, False)
+    assert "2 whole numbers (computed, distinct)" in outcome(capsys, False)
 
 
 def extract(image, y, x, p):

@@ -27,6 +27,17 @@ def call_case(what: str, fn, *args):
         raise CheckFailed(f"{what}: your code raised {type(exc).__name__}: {exc}") from None
 
 
+def whole_numbers(got, names: tuple[str, ...]) -> tuple[int, ...]:
+    """A prediction ``got`` read as ``len(names)`` whole numbers, or a :class:`CheckFailed` saying what to return."""
+    try:
+        values = tuple(int(v) for v in got)
+    except (TypeError, ValueError):
+        values = ()
+    if len(values) != len(names):
+        raise CheckFailed(f"return {len(names)} whole numbers ({', '.join(names)}), got {got!r}.")
+    return values
+
+
 def _course_box(mask: np.ndarray) -> tuple[int, int, int, int]:
     """The box the course's detection targets carry for ``mask`` (:func:`lecturelib.instances.instances_to_targets`)."""
     return tuple(int(v) for v in instances_to_targets(np.asarray(mask).astype(np.int64))["boxes"][0])

@@ -14,7 +14,7 @@ from ..metrics import ConfusionMatrix
 from ..patch import conv_output_count, extract_patch, extract_patches, pad_for_patches
 from ..scenes import NUM_CLASSES
 from . import CheckFailed, expect_close, refuse_reference, run_check
-from .lesson00 import call_case
+from .lesson00 import call_case, whole_numbers
 
 # the course's own implementation of each implement exercise (tests: never shown with show_source)
 REFERENCES = {"my_extract_patch": "lecturelib.patch.extract_patch"}
@@ -34,11 +34,7 @@ def conv_outputs(student) -> bool:
     computes for a 64x64 image with 38-pixel patches, and how many of them are distinct. The truth comes from
     :func:`lecturelib.patch.conv_output_count`."""
     def test():
-        got = student()
-        try:
-            computed, distinct = (int(v) for v in got)
-        except (TypeError, ValueError):
-            raise CheckFailed(f"return two whole numbers (computed, distinct), got {got!r}.") from None
+        computed, distinct = whole_numbers(student(), ("computed", "distinct"))
         first = conv_output_count(PREDICT_PATCH, PREDICT_STAGES, PREDICT_SIDE, PREDICT_SIDE)[0]
         wrong = []
         if computed != first["computed"]:

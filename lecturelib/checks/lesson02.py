@@ -17,7 +17,7 @@ from ..metrics import ConfusionMatrix, boundary_band
 from ..patch import PatchLessonConfig, patch_cnn
 from ..scenes import NUM_CLASSES
 from . import CheckFailed, expect_close, expect_equal, refuse_reference, run_check
-from .lesson00 import call_case
+from .lesson00 import call_case, whole_numbers
 
 # the course's own implementation of each implement exercise (tests: never shown with show_source)
 REFERENCES = {"my_linear_to_conv": "lecturelib.fully_conv.linear_to_conv"}
@@ -76,11 +76,7 @@ def output_size(student) -> bool:
     """``student() -> (rows, columns)`` of the converted 38-pixel classifier's score map on an unpadded
     100x150 image; the truth is measured by running that network on such an image."""
     def test():
-        got = student()
-        try:
-            rows, cols = (int(v) for v in got)
-        except (TypeError, ValueError):
-            raise CheckFailed(f"return two whole numbers (rows, columns), got {got!r}.") from None
+        rows, cols = whole_numbers(student(), ("rows", "columns"))
         with torch.no_grad():
             want = tuple(_lesson_fcn()(torch.zeros(1, 3, *PREDICT_IMAGE)).shape[-2:])
         wrong = [f"{name} {'too high' if g > w else 'too low'}" for name, g, w in
