@@ -366,3 +366,46 @@ def test_maskrcnn_path_round_trips_exactly():
         assert int((pasted ^ obj.bool()).sum()) <= _boundary_pixels(obj), name
         if "box" in name:
             assert float(mask_iou(pasted, obj)[0, 0]) == 1.0, name
+
+
+def test_backbone_stride_two_is_a_finer_level_and_stride_four_keeps_its_weights():
+    x = torch.rand(2, 3, 64, 48)
+    fine, coarse = Backbone(8, stride=2), Backbone(8)
+    assert fine.stride == 2 and coarse.stride == 4
+    assert fine(x).shape == (2, 16, 32, 24) and coarse(x).shape == (2, 16, 16, 12)
+    # stride 4 has exactly the parameters it always had (lesson 07's checkpoints load), stride 2 adds one merge
+    assert set(fine.state_dict()) - set(coarse.state_dict()) == {k for k in fine.state_dict()
+                                                                 if k.startswith(("lat1.", "smooth1."))}
+    assert not any(k.startswith(("lat1.", "smooth1.")) for k in coarse.state_dict())
+    with pytest.raises(ValueError, match="stride must be 2 or 4"):
+        Backbone(8, stride=8)
+
+
+@pytest.mark.parametrize("stride", [2, 4])
+def test_cascade_and_maskrcnn_train_and_detect_at_either_feature_stride(stride):
+    images, targets = tiny_batch()
+    cfg = CascadeConfig(num_classes=4, width=4, image_size=32, feature_stride=stride)
+    for model in (MaskCascade(cfg), tiny_maskrcnn(4, 32, 4, config=cfg)):
+        model.train()
+        losses = model(images, targets)
+        sum(losses.values()).backward()
+        model.eval()
+        with torch.no_grad():
+            out = model(images)
+        assert out[0]["masks"].shape[-2:] == (32, 32)
+
+
+def test_roi_fc_is_small_and_checks_its_sizes():
+    head = cascade.roi_fc(32, 8, 7, 64)
+    assert head(torch.rand(5, 32, 7, 7)).shape == (5, 64)
+    assert sum(p.numel() for p in head.parameters()) == 32 * 8 + 8 + 8 * 49 * 64 + 64
+    two = cascade.roi_fc(32, 8, 7, 64, layers=2)
+    assert two(torch.rand(3, 32, 7, 7)).shape == (3, 64)
+    with pytest.raises(ValueError, match="roi_fc"):
+        cascade.roi_fc(32, 0, 7, 64)
+
+
+def test_lesson08_recipe_reads_items_at_stride_two():
+    cfg = CascadeConfig.from_profile(PROFILES["quick"])
+    assert cfg.feature_stride == 2
+    assert MaskCascade(cfg).backbone.stride == 2
