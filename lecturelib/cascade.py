@@ -215,9 +215,11 @@ class CascadeConfig:
     def from_profile(cls, profile, **changes) -> "CascadeConfig":
         """The lesson's recipe for ``profile``: the profile's epochs over its train scenes (the same scenes and
         epochs as :meth:`lecturelib.sds.SDSConfig.from_profile`: equal numbers of training images seen), a
-        quarter of its batch (more optimiser steps for the same images)."""
+        quarter of its batch (more optimiser steps for the same images), and features at stride 2: the course's
+        items are mostly 8-24 px wide, two to six stride-4 cells, too coarse to tell a shirt from a pullover or to
+        draw its outline (lesson 08's diagnosis)."""
         base = dict(width=profile.width, image_size=profile.image_size, epochs=profile.epochs,
-                    batch_size=max(2, profile.batch_size // 4))
+                    batch_size=max(2, profile.batch_size // 4), feature_stride=2)
         return cls(**{**base, **changes})
 
     def __post_init__(self):
