@@ -408,3 +408,29 @@ def test_lesson08_recipe_reads_items_at_stride_two():
     cfg = CascadeConfig.from_profile(PROFILES["quick"])
     assert cfg.feature_stride == 2
     assert MaskCascade(cfg).backbone.stride == 2
+
+
+def test_instance_picture_colours_classes_and_separates_touching_items():
+    import numpy as np
+
+    from lecturelib.instances import instance_picture
+    from lecturelib.viz import palette
+
+    masks = torch.zeros(2, 8, 12, dtype=torch.bool)
+    masks[0, 2:6, 1:6] = True
+    masks[1, 2:6, 6:11] = True                       # touches item 0, same class
+    pic = instance_picture(masks, [3, 3], [0.9, 0.8])
+    assert pic.shape == (8, 12, 3) and pic.dtype == np.uint8
+    assert (pic[0, 0] == 0).all()                                    # background black
+    assert (pic[3, 3] == palette(11)[3]).all()                       # inside: the class colour
+    assert not (pic[3, 5] == palette(11)[3]).all() and not (pic[3, 6] == palette(11)[3]).all()  # the line between
+    with pytest.raises(ValueError, match="labels"):
+        instance_picture(masks, [3])
+
+
+def test_lesson08_checkpoints_fit_in_three_mebibytes():
+    from lecturelib.assets import data_dir
+
+    files = [f for model in ("sds", "cascade", "maskrcnn") for f in (data_dir() / "checkpoints" / model).iterdir()]
+    assert len([f for f in files if f.suffix == ".pt"]) == 9                  # three models x three seeds
+    assert sum(f.stat().st_size for f in files) <= 3 * 2 ** 20
