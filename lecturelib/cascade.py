@@ -122,16 +122,19 @@ def conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
 
 
 class Backbone(nn.Module):
-    """A small convolutional backbone with one top-down merge: features at stride 4, large receptive field.
+    """A small convolutional backbone with top-down merges: features at stride 4 (or 2), large receptive field.
 
-    x (Tensor[N, 3, H, W]) -> Tensor[N, out_channels, H/4, W/4]. H and W must be multiples of 16.
+    x (Tensor[N, 3, H, W]) -> Tensor[N, out_channels, H/stride, W/stride]. H and W must be multiples of 16.
+    ``stride`` 4: the top-down path stops at the stride-4 stage (lessons 07 and 08's default); 2: one more merge
+    with the stride-2 stage (an FPN-style finer level), for items only a few stride-4 cells wide.
     """
 
-    stride = 4
-
-    def __init__(self, width: int = 16):
+    def __init__(self, width: int = 16, stride: int = 4):
         super().__init__()
+        if stride not in (2, 4):
+            raise ValueError(f"Backbone stride must be 2 or 4, got {stride}")
         w = width
+        self.stride = stride
         self.c1 = nn.Sequential(conv_bn(3, w, 2), conv_bn(w, w))               # /2
         self.c2 = nn.Sequential(conv_bn(w, 2 * w, 2), conv_bn(2 * w, 2 * w))   # /4
         self.c3 = nn.Sequential(conv_bn(2 * w, 4 * w, 2), conv_bn(4 * w, 4 * w))  # /8
@@ -140,24 +143,32 @@ class Backbone(nn.Module):
         self.lat4 = nn.Conv2d(4 * w, 2 * w, 1)
         self.lat2 = nn.Conv2d(2 * w, 2 * w, 1)
         self.smooth = conv_bn(2 * w, 2 * w)
+        if stride == 2:
+            self.lat1 = nn.Conv2d(w, 2 * w, 1)
+            self.smooth1 = conv_bn(2 * w, 2 * w)
         self.out_channels = 2 * w
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[-1] % 16 or x.shape[-2] % 16:
             raise ValueError(f"Backbone expects [N, 3, H, W] with H, W multiples of 16, got {tuple(x.shape)}; "
                              "pad the images (lecturelib.cascade.pad_images)")
-        c2 = self.c2(self.c1(x))                                     # (N, 2w, H/4, W/4)
+        c1 = self.c1(x)                                              # (N, w, H/2, W/2)
+        c2 = self.c2(c1)                                             # (N, 2w, H/4, W/4)
         c3 = self.c3(c2)                                             # (N, 4w, H/8, W/8)
         c4 = self.c4(c3)                                             # (N, 4w, H/16, W/16)
         p3 = self.lat3(c3) + F.interpolate(self.lat4(c4), size=c3.shape[-2:], mode="nearest")
-        p2 = self.lat2(c2) + F.interpolate(p3, size=c2.shape[-2:], mode="nearest")
-        return self.smooth(p2)                                       # (N, 2w, H/4, W/4)
+        p2 = self.smooth(self.lat2(c2) + F.interpolate(p3, size=c2.shape[-2:], mode="nearest"))  # (N, 2w, H/4, W/4)
+        if self.stride == 4:
+            return p2
+        return self.smooth1(self.lat1(c1) + F.interpolate(p2, size=c1.shape[-2:], mode="nearest"))  # (N, 2w, H/2, W/2)
 
 
 @dataclass(frozen=True)
 class CascadeConfig:
     """The recipe of the cascade and of Mask R-CNN (lesson 08): sizes and training.
 
+    width, feature_stride: the backbone's (:class:`Backbone`): base channels, and the stride (4 or 2) of the one
+    feature map the RPN and the RoI heads read.
     image_size: the side of the training images in pixels (Mask R-CNN resizes its inputs to it).
     anchor_sizes: anchor sides in pixels (an anchor of size s has area s² in each aspect ratio), the same for
     every input size; None: :data:`ANCHOR_FRACTIONS` × image_size (the course's items are 22-75 % of the scene
@@ -167,11 +178,14 @@ class CascadeConfig:
     together they bound how many objects one image can yield (a :class:`lecturelib.caps.CapWarning` says when
     half of ``post_nms_test`` became confident detections): raise both for images with many objects.
     detections: most detections per image (a CapWarning says when it drops one scored >= 0.5).
+    head_channels, hidden: the class head (:func:`roi_fc`): a 1×1 conv squeezes the 7×7 RoI features to
+    ``head_channels`` channels, then one fully connected layer of ``hidden`` units (Mask R-CNN's box head: two).
     epochs, batch_size, lr, grad_clip: training (AdamW, one-cycle).
     """
 
     num_classes: int = NUM_CLASSES
     width: int = 16
+    feature_stride: int = 4
     image_size: int = 64
     anchor_sizes: tuple | None = None
     anchor_ratios: tuple = (0.5, 1.0, 2.0)
@@ -187,7 +201,8 @@ class CascadeConfig:
     roi_pos_iou: float = 0.5
     roi_size: int = 14             # RoIAlign output (features)
     mask_size: int = 28            # figure/ground mask resolution
-    hidden: int = 128
+    head_channels: int = 8         # RoI features squeezed to this many channels before the class head's FC layer
+    hidden: int = 64
     score_threshold: float = 0.05
     mask_nms: float = 0.5
     detections: int = 100
@@ -200,9 +215,11 @@ class CascadeConfig:
     def from_profile(cls, profile, **changes) -> "CascadeConfig":
         """The lesson's recipe for ``profile``: the profile's epochs over its train scenes (the same scenes and
         epochs as :meth:`lecturelib.sds.SDSConfig.from_profile`: equal numbers of training images seen), a
-        quarter of its batch (more optimiser steps for the same images)."""
+        quarter of its batch (more optimiser steps for the same images), and features at stride 2: the course's
+        items are mostly 8-24 px wide, two to six stride-4 cells, too coarse to tell a shirt from a pullover or to
+        draw its outline (lesson 08's diagnosis)."""
         base = dict(width=profile.width, image_size=profile.image_size, epochs=profile.epochs,
-                    batch_size=max(2, profile.batch_size // 4))
+                    batch_size=max(2, profile.batch_size // 4), feature_stride=2)
         return cls(**{**base, **changes})
 
     def __post_init__(self):
@@ -222,6 +239,25 @@ class CascadeConfig:
         if self.anchor_sizes is None:
             return tuple(f * self.image_size for f in ANCHOR_FRACTIONS)
         return tuple(float(s) for s in self.anchor_sizes)
+
+
+def roi_fc(channels: int, squeeze: int, pooled: int, hidden: int, layers: int = 1) -> nn.Sequential:
+    """The RoI feature head: float[R, channels, pooled, pooled] -> float[R, hidden].
+
+    A 1×1 convolution squeezes the channels to ``squeeze`` (ReLU), the result is flattened (the layout of the
+    item inside its box is kept) and ``layers`` fully connected layers of ``hidden`` units (ReLU) follow. With
+    ``squeeze`` = 8 it holds about 8× fewer weights than a fully connected layer on the raw RoI features
+    (Fast R-CNN's fc6), which would dominate the model's size on these small backbones.
+    """
+    if min(channels, squeeze, pooled, hidden, layers) < 1:
+        raise ValueError(f"roi_fc: every size must be >= 1, got channels={channels}, squeeze={squeeze}, "
+                         f"pooled={pooled}, hidden={hidden}, layers={layers}")
+    mods = [nn.Conv2d(channels, squeeze, 1), nn.ReLU(inplace=True), nn.Flatten()]
+    width = squeeze * pooled * pooled
+    for _ in range(layers):
+        mods += [nn.Linear(width, hidden), nn.ReLU(inplace=True)]
+        width = hidden
+    return nn.Sequential(*mods)
 
 
 def pad_images(images) -> tuple[torch.Tensor, list[tuple[int, int]]]:
@@ -264,7 +300,7 @@ class MaskCascade(nn.Module):
     def __init__(self, config: CascadeConfig | None = None):
         super().__init__()
         self.config = cfg = config or CascadeConfig()
-        self.backbone = Backbone(cfg.width)
+        self.backbone = Backbone(cfg.width, cfg.feature_stride)
         C = self.backbone.out_channels
         self.anchor_sizes = cfg.anchor_pixels           # pixels, whatever the input size
         A = len(self.anchor_sizes) * len(cfg.anchor_ratios)
@@ -279,9 +315,9 @@ class MaskCascade(nn.Module):
         self.mask_head = nn.Sequential(conv_bn(C, C), nn.Conv2d(C, 1, 1),
                                        nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False))
         # stage 3: classify the box features and the masked features
-        flat = C * (cfg.roi_size // 2) ** 2
-        self.box_fc = nn.Sequential(nn.Flatten(), nn.Linear(flat, cfg.hidden), nn.ReLU(inplace=True))
-        self.region_fc = nn.Sequential(nn.Flatten(), nn.Linear(flat, cfg.hidden), nn.ReLU(inplace=True))
+        pooled = cfg.roi_size // 2
+        self.box_fc = roi_fc(C, cfg.head_channels, pooled, cfg.hidden)
+        self.region_fc = roi_fc(C, cfg.head_channels, pooled, cfg.hidden)
         self.classifier = nn.Linear(2 * cfg.hidden, cfg.num_classes)
         self._anchor_cache: dict = {}
 

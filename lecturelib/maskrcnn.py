@@ -30,13 +30,13 @@ import torch
 import torch.nn as nn
 from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
 from torchvision.ops import MultiScaleRoIAlign
 
 from .caps import CONFIDENT, proposals_saturated, warn_cap
-from .cascade import ANCHOR_FRACTIONS, Backbone, CascadeConfig, paste_masks
+from .cascade import ANCHOR_FRACTIONS, Backbone, CascadeConfig, paste_masks, roi_fc
 
 CENTRE_SHIFT = 0.5      # pixel-edge coordinate - pixel-centre coordinate (torchvision's aligned=False RoIAlign)
 
@@ -90,7 +90,9 @@ def tiny_maskrcnn(num_classes: int, image_size: int, width: int = 16,
     """``torchvision.models.detection.MaskRCNN`` with the cascade's backbone and anchors (weights=None).
 
     Images of ``image_size`` are not resized (min_size = max_size = ``image_size``; other sizes are scaled
-    to it); heads are shrunk to the backbone's width. Anchors: ``config.anchor_sizes`` in pixels, or
+    to it); heads are shrunk to the backbone's width, and the box head is :func:`lecturelib.cascade.roi_fc` (a 1×1
+    squeeze to ``config.head_channels``, then two fully connected layers of ``config.hidden``, torchvision's
+    TwoMLPHead on fewer inputs). Anchors: ``config.anchor_sizes`` in pixels, or
     ANCHOR_FRACTIONS × ``image_size`` when None. Boxes in and out are pixel-edge and masks are pasted exactly
     (:class:`PixelEdgeTransform`). A forward hook warns (:class:`lecturelib.caps.CapWarning`)
     when an image's detections suggest that ``post_nms_test`` or ``detections`` dropped objects.
@@ -100,7 +102,7 @@ def tiny_maskrcnn(num_classes: int, image_size: int, width: int = 16,
     if image_size % 16:
         raise ValueError(f"image_size must be a multiple of 16 (the backbone's coarsest stride), got {image_size}")
     cfg = config or CascadeConfig(num_classes=num_classes, width=width)
-    backbone = _FeatureDict(Backbone(width))
+    backbone = _FeatureDict(Backbone(width, cfg.feature_stride))
     C = backbone.out_channels
     sizes = cfg.anchor_sizes if cfg.anchor_sizes is not None else tuple(f * image_size for f in ANCHOR_FRACTIONS)
     anchors = AnchorGenerator(sizes=(tuple(sizes),),
@@ -113,7 +115,7 @@ def tiny_maskrcnn(num_classes: int, image_size: int, width: int = 16,
         rpn_anchor_generator=anchors, rpn_pre_nms_top_n_train=cfg.pre_nms, rpn_pre_nms_top_n_test=cfg.pre_nms,
         rpn_post_nms_top_n_train=cfg.post_nms_train, rpn_post_nms_top_n_test=cfg.post_nms_test,
         rpn_fg_iou_thresh=cfg.rpn_pos_iou, rpn_bg_iou_thresh=cfg.rpn_neg_iou, rpn_batch_size_per_image=cfg.rpn_batch,
-        box_roi_pool=box_pool, box_head=TwoMLPHead(C * 7 * 7, cfg.hidden),
+        box_roi_pool=box_pool, box_head=roi_fc(C, cfg.head_channels, 7, cfg.hidden, layers=2),
         box_predictor=FastRCNNPredictor(cfg.hidden, num_classes),
         box_batch_size_per_image=cfg.roi_batch, box_positive_fraction=cfg.roi_pos_fraction,
         box_score_thresh=cfg.score_threshold, box_detections_per_img=cfg.detections,
