@@ -85,6 +85,30 @@ def expect_equal(got, want, what: str = "result") -> None:
         raise CheckFailed(f"{what}: got {got!r}, expected {want!r}.")
 
 
+def call_case(what: str, fn, *args):
+    """``fn(*args)``; if it raises (anything but NotImplementedError, which means "not written yet"), a
+    :class:`CheckFailed` that names the case ``what`` it raised on."""
+    try:
+        return fn(*args)
+    except NotImplementedError:
+        raise
+    except CheckFailed:
+        raise
+    except Exception as exc:            # the learner's code crashed on this case: say which one
+        raise CheckFailed(f"{what}: your code raised {type(exc).__name__}: {exc}") from None
+
+
+def whole_numbers(got, names: tuple[str, ...]) -> tuple[int, ...]:
+    """A prediction ``got`` read as ``len(names)`` whole numbers, or a :class:`CheckFailed` saying what to return."""
+    try:
+        values = tuple(int(v) for v in got)
+    except (TypeError, ValueError):
+        values = ()
+    if len(values) != len(names):
+        raise CheckFailed(f"return {len(names)} whole numbers ({', '.join(names)}), got {got!r}.")
+    return values
+
+
 def _code_names(code) -> set[str]:
     """Every global and attribute name a code object (and the functions nested in it) refers to."""
     names = set(code.co_names)

@@ -8,34 +8,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..instances import instances_to_targets
-from . import CheckFailed, expect_equal, refuse_reference, run_check
+from . import CheckFailed, call_case, expect_equal, refuse_reference, run_check
 
 # the course's own implementation of each implement exercise (tests: never shown with show_source)
 REFERENCES = {"my_mask_to_box": "lecturelib.instances.instances_to_targets"}
-
-
-def call_case(what: str, fn, *args):
-    """``fn(*args)``; if it raises (anything but NotImplementedError, which means "not written yet"), a
-    :class:`CheckFailed` that names the case ``what`` it raised on. Lessons 01 and 02 use it too."""
-    try:
-        return fn(*args)
-    except NotImplementedError:
-        raise
-    except CheckFailed:
-        raise
-    except Exception as exc:            # the learner's code crashed on this case: say which one
-        raise CheckFailed(f"{what}: your code raised {type(exc).__name__}: {exc}") from None
-
-
-def whole_numbers(got, names: tuple[str, ...]) -> tuple[int, ...]:
-    """A prediction ``got`` read as ``len(names)`` whole numbers, or a :class:`CheckFailed` saying what to return."""
-    try:
-        values = tuple(int(v) for v in got)
-    except (TypeError, ValueError):
-        values = ()
-    if len(values) != len(names):
-        raise CheckFailed(f"return {len(names)} whole numbers ({', '.join(names)}), got {got!r}.")
-    return values
 
 
 def _course_box(mask: np.ndarray) -> tuple[int, int, int, int]:

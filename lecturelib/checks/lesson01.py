@@ -13,8 +13,7 @@ import torch
 from ..metrics import ConfusionMatrix
 from ..patch import conv_output_count, extract_patch, extract_patches, pad_for_patches
 from ..scenes import NUM_CLASSES
-from . import CheckFailed, expect_close, refuse_reference, run_check
-from .lesson00 import call_case, whole_numbers
+from . import CheckFailed, call_case, expect_close, refuse_reference, run_check, whole_numbers
 
 # the course's own implementation of each implement exercise (tests: never shown with show_source)
 REFERENCES = {"my_extract_patch": "lecturelib.patch.extract_patch"}

@@ -16,8 +16,7 @@ from ..fully_conv import coarse_scores, receptive_field, shift_and_stitch, to_fu
 from ..metrics import ConfusionMatrix, boundary_band
 from ..patch import PatchLessonConfig, patch_cnn
 from ..scenes import NUM_CLASSES
-from . import CheckFailed, expect_close, expect_equal, refuse_reference, run_check
-from .lesson00 import call_case, whole_numbers
+from . import CheckFailed, call_case, expect_close, expect_equal, refuse_reference, run_check, whole_numbers
 
 # the course's own implementation of each implement exercise (tests: never shown with show_source)
 REFERENCES = {"my_linear_to_conv": "lecturelib.fully_conv.linear_to_conv"}
