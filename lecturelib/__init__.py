@@ -25,5 +25,32 @@ def show_source(obj) -> None:
     print(src)
 
 
+def show_signature(obj) -> None:
+    """Print where a lecturelib function or class lives, its signature and the first paragraph of its docstring,
+    but not its code: what an exercise may show of the course's own implementation without giving it away."""
+    import inspect
+    from pathlib import Path
+
+    if not callable(obj):
+        raise ValueError(f"show_signature: {obj!r} is not a function or class; pass one")
+    try:
+        path = Path(inspect.getsourcefile(obj)).resolve()
+        package_root = Path(__file__).resolve().parent.parent
+        shown = path.relative_to(package_root) if path.is_relative_to(package_root) else path.name
+    except (TypeError, OSError):
+        shown = getattr(obj, "__module__", "?")
+    try:
+        signature = str(inspect.signature(obj))
+    except (TypeError, ValueError):
+        signature = "(...)"
+    kind = "class" if inspect.isclass(obj) else "def"
+    doc = (inspect.getdoc(obj) or "").split("\n\n")[0].strip()
+    print(f"# {shown}")
+    print(f"{kind} {obj.__name__}{signature}:")
+    if doc:
+        print('    """' + doc.replace("\n", "\n    ") + '"""')
+    print("    ...")
+
+
 __all__ = ["PROFILES", "Profile", "get_profile", "Course", "choose_device", "set_seed", "setup",
-           "show_source", "__version__"]
+           "show_source", "show_signature", "__version__"]

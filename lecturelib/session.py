@@ -64,8 +64,13 @@ def setup(seed: int = 0, profile: str | Profile | None = None, device: str | tor
         device: ``"auto"`` (CUDA if present), ``"cpu"``, ``"cuda"`` or a ``torch.device``.
         verbose: print versions, device and profile.
         expected_minutes: the notebook's measured quick-profile run time, printed as a reminder.
+
+    Also applies the course's figure style (:func:`lecturelib.viz.use_course_style`).
     """
     set_seed(seed)
+    from .viz import use_course_style
+
+    use_course_style()
     dev = choose_device(device)
     prof = get_profile(profile, cuda_available=(dev.type == "cuda"))
     course = Course(seed=int(seed), device=dev, profile=prof)

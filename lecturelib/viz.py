@@ -6,8 +6,6 @@ Fashion-MNIST names and any other number "background", "class 1", ...
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
@@ -166,17 +164,60 @@ def show_grid(rows: list[list], titles: list[list[str]] | None = None, row_label
     if not legend:
         fig.tight_layout()
         return fig
-    columns = min(num_classes, LEGEND_COLUMNS)
-    handle = fig.legend(handles=legend_handles(num_classes, names), loc="lower center", ncol=columns, fontsize=8,
-                        frameon=False)
-    if math.ceil(num_classes / columns) <= 2:
-        fig.tight_layout(rect=(0, 0.08, 1, 1))
-    else:                                   # a tall legend: add its height (and a margin) under the grid
-        legend_inches = handle.get_window_extent(fig.canvas.get_renderer()).height / fig.dpi + 0.1
-        height = fig.get_figheight() + legend_inches
-        fig.set_figheight(height)
-        fig.tight_layout(rect=(0, legend_inches / height, 1, 1))
+    legend_outside(fig, num_classes=num_classes, class_names=names)
     return fig
+
+
+COURSE_STYLE = {
+    "figure.dpi": 100,                 # stored PNGs at 100 dpi (matplotlib-inline's own default is 72 in some set-ups)
+    "savefig.dpi": "figure",
+    "image.interpolation": "nearest",  # a 64-px scene shown large keeps crisp pixels; label maps are never blurred
+    "font.size": 9,
+    "axes.titlesize": 9,
+    "axes.labelsize": 9,
+    "xtick.labelsize": 8,
+    "ytick.labelsize": 8,
+    "legend.fontsize": 8,
+    "legend.frameon": False,
+    "lines.linewidth": 1.2,
+}
+
+
+def use_course_style() -> None:
+    """Apply the course's figure style to matplotlib's ``rcParams`` (:data:`COURSE_STYLE`: 100 dpi, nearest
+    interpolation, small consistent fonts, legends without frames). :func:`lecturelib.setup` calls it; a figure
+    may still ask for more (``dpi=``) but never less."""
+    import matplotlib
+
+    matplotlib.rcParams.update(COURSE_STYLE)
+
+
+def legend_outside(fig, handles=None, num_classes: int | None = None, class_names=None, ncol: int | None = None,
+                   margin_inches: float = 0.1):
+    """Put a legend under all panels of ``fig``, never over one, and return it.
+
+    handles: matplotlib artists with labels; None = one patch per class (:func:`legend_handles` with
+    ``num_classes`` / ``class_names``). ncol: columns (default up to :data:`LEGEND_COLUMNS`). The figure is made
+    taller by the legend's height and the panels are laid out above it (``tight_layout`` with a reserved band; a
+    figure with constrained layout gets matplotlib's ``"outside lower center"`` placement instead).
+    Raises ValueError when there is nothing to show.
+    """
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
+
+    if handles is None:
+        handles = legend_handles(num_classes, class_names)
+    handles = list(handles)
+    if not handles:
+        raise ValueError("legend_outside: no handles to show; pass handles= or num_classes=")
+    columns = ncol if ncol is not None else min(len(handles), LEGEND_COLUMNS)
+    if isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine):
+        return fig.legend(handles=handles, loc="outside lower center", ncol=columns, frameon=False)
+    legend = fig.legend(handles=handles, loc="lower center", ncol=columns, frameon=False)
+    legend_inches = legend.get_window_extent(fig.canvas.get_renderer()).height / fig.dpi + margin_inches
+    height = fig.get_figheight() + legend_inches
+    fig.set_figheight(height)
+    fig.tight_layout(rect=(0, legend_inches / height, 1, 1))
+    return legend
 
 
 def draw_boxes(image, boxes, labels, scores=None, upscale: int = 4, class_names=None, width: int = 2) -> np.ndarray:

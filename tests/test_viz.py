@@ -10,7 +10,16 @@ import torch  # noqa: E402
 
 from lecturelib.datasets import VOC_CLASSES  # noqa: E402
 from lecturelib.scenes import CLASS_NAMES  # noqa: E402
-from lecturelib.viz import colorize, instance_overlay, legend_handles, overlay, show_grid  # noqa: E402
+from lecturelib.viz import (  # noqa: E402
+    COURSE_STYLE,
+    colorize,
+    instance_overlay,
+    legend_handles,
+    legend_outside,
+    overlay,
+    show_grid,
+    use_course_style,
+)
 
 
 def legend_texts(fig):
@@ -44,8 +53,8 @@ def test_other_label_sets_get_their_names_and_room_for_the_legend():
 def test_the_course_figures_keep_their_layout():
     assert [h.get_label() for h in legend_handles()] == list(CLASS_NAMES)
     fig = show_grid([[np.zeros((8, 8), np.int64)] * 3], legend=True, size=2.0)
-    assert fig.get_figheight() == 2.0 and legend_texts(fig) == list(CLASS_NAMES)
-    assert fig.axes[0].get_position().y0 >= 0.08 - 1e-9          # tight_layout(rect=(0, 0.08, 1, 1)) as before
+    assert legend_texts(fig) == list(CLASS_NAMES) and not overlaps(fig)
+    assert 2.0 < fig.get_figheight() < 3.0                       # the panels keep their size; the legend adds a band
     plt.close(fig)
     m = np.arange(12).reshape(3, 4) % 11
     assert (colorize(m) == colorize(m, 11)).all() and (colorize(m, class_names=CLASS_NAMES) == colorize(m)).all()
@@ -67,3 +76,25 @@ def test_instance_overlay_thresholds_probabilities_like_mask_ap():
         instance_overlay(image, torch.zeros(1, 8, 8))
     with pytest.raises(ValueError, match=r"\[N, H, W\]"):
         instance_overlay(image, torch.zeros(16, 16))
+
+
+@pytest.mark.parametrize("layout", [None, "constrained"])
+def test_legend_outside_never_covers_a_panel(layout):
+    fig, axes = plt.subplots(2, 3, figsize=(6, 4), layout=layout)
+    for ax in axes.flat:
+        ax.imshow(colorize(np.arange(16).reshape(4, 4) % 11))
+    legend_outside(fig, num_classes=11)
+    fig.canvas.draw()
+    assert legend_texts(fig) == list(CLASS_NAMES) and not overlaps(fig)
+    plt.close(fig)
+    fig, ax = plt.subplots()
+    with pytest.raises(ValueError, match="no handles"):
+        legend_outside(fig, handles=[])
+    plt.close(fig)
+
+
+def test_the_course_style_sets_100_dpi_and_nearest_interpolation():
+    with matplotlib.rc_context({"figure.dpi": 72, "image.interpolation": "antialiased"}):
+        use_course_style()
+        assert matplotlib.rcParams["figure.dpi"] == 100 and matplotlib.rcParams["image.interpolation"] == "nearest"
+        assert set(COURSE_STYLE) <= set(matplotlib.rcParams)

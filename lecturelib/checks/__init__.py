@@ -56,17 +56,75 @@ def run_check(title: str, test: Callable[[], None], hint: str = "") -> bool:
     return False
 
 
+def _position(index: tuple) -> str:
+    return "[" + ", ".join(str(int(i)) for i in index) + "]"
+
+
 def expect_close(got, want, what: str = "result", atol: float = 1e-5, rtol: float = 1e-4) -> None:
-    """Raise :class:`CheckFailed` unless ``got`` equals ``want`` (shape and values within tolerance)."""
+    """Raise :class:`CheckFailed` unless ``got`` equals ``want`` (shape and values within tolerance).
+
+    The message names the shape mismatch, or the position of the largest difference with both values there and
+    how many entries differ, e.g. ``scores: wrong value at [0, 2]: got 0.5, expected 0.25 (3 of 12 values wrong)``.
+    """
     g = got.detach().cpu().double().numpy() if isinstance(got, torch.Tensor) else np.asarray(got, dtype=np.float64)
     w = want.detach().cpu().double().numpy() if isinstance(want, torch.Tensor) else np.asarray(want, dtype=np.float64)
     if g.shape != w.shape:
-        raise CheckFailed(f"{what} has shape {tuple(g.shape)}, expected {tuple(w.shape)}.")
-    if not np.allclose(g, w, atol=atol, rtol=rtol, equal_nan=True):
-        err = np.nanmax(np.abs(g - w))
-        raise CheckFailed(f"{what} differs from the reference (max abs difference {err:.3g}).")
+        raise CheckFailed(f"{what}: shape {tuple(g.shape)}, expected {tuple(w.shape)}.")
+    close = np.isclose(g, w, atol=atol, rtol=rtol, equal_nan=True)
+    if not close.all():
+        diff = np.where(close, 0.0, np.nan_to_num(np.abs(g - w), nan=np.inf))
+        worst = np.unravel_index(int(np.argmax(diff)), diff.shape) if diff.ndim else ()
+        where = f" at {_position(worst)}" if worst else ""
+        raise CheckFailed(f"{what}: wrong value{where}: got {g[worst]:.4g}, expected {w[worst]:.4g} "
+                          f"({int((~close).sum())} of {close.size} values wrong).")
 
 
 def expect_equal(got, want, what: str = "result") -> None:
+    """Raise :class:`CheckFailed` naming ``what``, the value got and the one expected, unless ``got == want``."""
     if got != want:
-        raise CheckFailed(f"{what} is {got!r}, expected {want!r}.")
+        raise CheckFailed(f"{what}: got {got!r}, expected {want!r}.")
+
+
+def _code_names(code) -> set[str]:
+    """Every global and attribute name a code object (and the functions nested in it) refers to."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if hasattr(const, "co_names"):
+            names |= _code_names(const)
+    return names
+
+
+def refuse_reference(student, *references) -> None:
+    """Raise :class:`CheckFailed` if ``student`` is one of the course's own implementations in ``references`` (or
+    wraps one), or if its code calls one of them by its name or by any name bound to it in the student's module.
+
+    Call it first in an *implement* exercise's check, so that importing the library's answer does not pass.
+    Raises CheckFailed also when ``student`` is not callable.
+    """
+    import inspect
+
+    if not callable(student):
+        raise CheckFailed(f"expected a function, got {type(student).__name__}; define it with def.")
+    target = inspect.unwrap(student)
+    func = getattr(target, "func", target)                          # functools.partial
+    for ref in references:
+        if func is ref:
+            raise CheckFailed(f"this is the course's own {ref.__module__}.{ref.__qualname__}; write your own.")
+    code = getattr(func, "__code__", None)
+    if code is None:
+        return
+    for cell in getattr(func, "__closure__", None) or ():
+        try:
+            value = cell.cell_contents
+        except ValueError:                                          # an empty closure cell
+            continue
+        for ref in references:
+            if value is ref:
+                raise CheckFailed(f"your function calls the course's own {ref.__module__}.{ref.__qualname__}; "
+                                  "write the computation yourself.")
+    module_globals = getattr(func, "__globals__", {})
+    for name in _code_names(code):
+        for ref in references:
+            if name == ref.__name__ or module_globals.get(name) is ref:
+                raise CheckFailed(f"your function calls {name} (the course's own {ref.__module__}."
+                                  f"{ref.__qualname__}); write the computation yourself.")
