@@ -15,8 +15,14 @@ import torch
 import torch.nn.functional as F
 
 from ..frames import phase_counts
-from ..transposed import (conv_transpose, conv_transpose_autograd, conv_transpose_gather, conv_transpose_matrix,
-                          conv_transpose_output_size, conv_transpose_scatter)
+from ..transposed import (
+    conv_transpose,
+    conv_transpose_autograd,
+    conv_transpose_gather,
+    conv_transpose_matrix,
+    conv_transpose_output_size,
+    conv_transpose_scatter,
+)
 from . import CheckFailed, expect_close, refuse_reference, run_check
 
 # the implement exercises' names -> the course's own implementation of each
