@@ -118,6 +118,11 @@ def _code_names(code) -> set[str]:
     return names
 
 
+def _whose(ref) -> str:
+    name = f"{ref.__module__}.{ref.__qualname__}"
+    return f"the course's own {name}" if ref.__module__.startswith("lecturelib") else f"the library function {name}"
+
+
 def refuse_reference(student, *references) -> None:
     """Raise :class:`CheckFailed` if ``student`` is one of the course's own implementations in ``references`` (or
     wraps one), or if its code calls one of them by its name or by any name bound to it in the student's module.
@@ -133,7 +138,7 @@ def refuse_reference(student, *references) -> None:
     func = getattr(target, "func", target)                          # functools.partial
     for ref in references:
         if func is ref:
-            raise CheckFailed(f"this is the course's own {ref.__module__}.{ref.__qualname__}; write your own.")
+            raise CheckFailed(f"this is {_whose(ref)}; write your own.")
     code = getattr(func, "__code__", None)
     if code is None:
         return
@@ -144,11 +149,9 @@ def refuse_reference(student, *references) -> None:
             continue
         for ref in references:
             if value is ref:
-                raise CheckFailed(f"your function calls the course's own {ref.__module__}.{ref.__qualname__}; "
-                                  "write the computation yourself.")
+                raise CheckFailed(f"your function calls {_whose(ref)}; write the computation yourself.")
     module_globals = getattr(func, "__globals__", {})
     for name in _code_names(code):
         for ref in references:
             if name == ref.__name__ or module_globals.get(name) is ref:
-                raise CheckFailed(f"your function calls {name} (the course's own {ref.__module__}."
-                                  f"{ref.__qualname__}); write the computation yourself.")
+                raise CheckFailed(f"your function calls {name} ({_whose(ref)}); write the computation yourself.")
