@@ -23,8 +23,9 @@ pixel *centres*) is supported for comparison.
 attention transformation, :class:`LocalizationNet`); with ``stn=False`` the view is the whole input resampled at
 the same size (θ fixed to the identity), by a classifier at least as large as the whole transformer model
 (:func:`matched_width`). Models return ``{"out": logits float[N, num_classes], "theta": float[N, 2, 3]}``.
-:func:`translation_gradient` measures where one gradient step would move each window (the notebook uses it to
-show why a transformer that starts at the identity does not learn to look).
+:func:`translation_gradient` measures where one gradient step would move each window and :func:`loss_towards_item`
+the loss as a window slides onto the item (the notebook uses both to show why the window starts smaller than the
+image).
 """
 from __future__ import annotations
 
@@ -219,9 +220,9 @@ class LocalizationNet(nn.Module):
     ``s = initial_scale · exp(ZOOM_STEP · u)``.
 
     Both heads start at zero: a fresh net puts a window of side ``initial_scale`` at the centre of every image.
-    Not at the identity (the whole image): there, the loss of a classifier with global average pooling barely
-    changes when the window moves (the notebook measures it), so the gradient would not tell the net where the
-    item is; a smaller window cuts the items it half covers, and moving it towards them lowers the loss.
+    Not at the identity (the whole image): for a classifier that learns on whole images, moving that window barely
+    lowers the loss and zooming raises it (the notebook measures it), so the gradient holds the window where it is;
+    a smaller window cuts the items it half covers, and moving it towards them lowers the loss.
     :meth:`locate` also returns the cells' weights float[N, S/8, S/8].
     """
 

@@ -124,8 +124,8 @@ def attention_step(student) -> bool:
             what = f"L={L} locations, D={D}" + (", large scores" if scale > 1 else "")
             expect_close(alpha_got, alpha, what=f"alpha ({what})", atol=1e-8)
             expect_close(z_got, alpha @ a, what=f"z ({what})", atol=1e-8)
-            if abs(float(alpha_got.sum()) - 1) > 1e-6:
-                raise CheckFailed(f"alpha ({what}) sums to {float(alpha_got.sum()):.4f}, not 1.")
+            if abs(float(alpha_got.detach().sum()) - 1) > 1e-6:
+                raise CheckFailed(f"alpha ({what}) sums to {float(alpha_got.detach().sum()):.4f}, not 1.")
             if L > 1 and scale == 1.0:
                 (want,) = torch.autograd.grad((alpha @ a).sum(), w)
                 (grad,) = torch.autograd.grad(z_got.sum(), w)
