@@ -19,9 +19,13 @@ the same pixel-edge convention as the course's boxes. ``align_corners=True`` (-1
 pixel *centres*) is supported for comparison.
 
 :class:`STNClassifier` is a small classifier that sees an ``out_size`` × ``out_size`` view of the input: with
-``stn=True`` a learned spatial transformer chooses that view; with ``stn=False`` the view is the whole input
-resampled at the same size (θ fixed to the identity), which is the same classifier without the transformer.
-Models return ``{"out": logits float[N, num_classes], "theta": float[N, 2, 3]}``.
+``stn=True`` a learned spatial transformer chooses that view (a square window that moves and zooms, the paper's
+attention transformation, :class:`LocalizationNet`); with ``stn=False`` the view is the whole input resampled at
+the same size (θ fixed to the identity), by a classifier at least as large as the whole transformer model
+(:func:`matched_width`). Models return ``{"out": logits float[N, num_classes], "theta": float[N, 2, 3]}``.
+:func:`translation_gradient` measures where one gradient step would move each window and :func:`loss_towards_item`
+the loss as a window slides onto the item (the notebook uses both to show why the window starts smaller than the
+image).
 """
 from __future__ import annotations
 
@@ -166,15 +170,18 @@ class STNConfig:
     """The recipe of lesson 09's spatial-transformer models.
 
     num_classes: item classes (10: no background); image_size: input side; out_size: side of the view the
-    classifier sees (the transformer's output); width: the classifier's first channels (then 2×, 4×);
-    loc_width: the localization net's first channels; epochs, lr, batch_size: training.
+    classifier sees (the transformer's output; 24 of 64: the whole image at this size leaves a small item a few
+    pixels, a window on it keeps its detail); width: the classifier's first channels (then 2×, 4×); loc_width: the
+    localization net's first channels; initial_scale: the window's side at the start, as a share of the image's
+    (the zoom the localization net starts from, :class:`LocalizationNet`); epochs, lr, batch_size: training.
     """
 
     num_classes: int = 10
     image_size: int = 64
-    out_size: int = 32
+    out_size: int = 24
     width: int = 16
     loc_width: int = 8
+    initial_scale: float = 0.6
     epochs: int = 8
     lr: float = 2e-3
     batch_size: int = 32
@@ -187,44 +194,70 @@ class STNConfig:
         if self.image_size % 8 or self.out_size % 4:
             raise ValueError(f"STNConfig: image_size must be a multiple of 8 and out_size of 4, got "
                              f"{self.image_size} and {self.out_size}")
+        if not (isinstance(self.initial_scale, (int, float)) and 0 < self.initial_scale <= 1):
+            raise ValueError(f"STNConfig.initial_scale must be in (0, 1] (the window's side as a share of the "
+                             f"image's), got {self.initial_scale!r}")
 
     @classmethod
     def from_profile(cls, profile, **changes) -> "STNConfig":
         """The lesson's recipe for ``profile``; ``changes`` override fields."""
-        base = dict(image_size=profile.image_size, out_size=profile.image_size // 2, width=profile.width,
+        out = 3 * profile.image_size // 8                     # 24 of 64 px
+        base = dict(image_size=profile.image_size, out_size=out - out % 4, width=profile.width,
                     loc_width=max(4, profile.width // 2), epochs=4 * profile.epochs, lr=2e-3,
                     batch_size=profile.batch_size)
         return cls(**{**base, **changes})
 
 
 class LocalizationNet(nn.Module):
-    """The localization network: image float[N, 3, S, S] -> θ float[N, 2, 3].
+    """The localization network: image float[N, 3, S, S] -> θ float[N, 2, 3] = [[s, 0, tx], [0, s, ty]].
 
-    The image is average-pooled by 2, then three conv + BatchNorm + ReLU + max-pool stages and two fully
-    connected layers (they must regress *where*, so no global pooling). θ = identity + ``THETA_STEP`` × the last
-    layer's output; that layer starts at zero, so a fresh transformer passes the whole image through (the
-    paper's initialisation). ``THETA_STEP`` makes θ move slowly: with Adam every weight of the last layer moves
-    by about the learning rate per step, all in the direction that helps, and without it the first steps throw the
-    window off the image, where the sampler reads zeros and no gradient tells it the way back.
+    θ is the paper's *attention* transformation (Jaderberg et al., Section 3.1: isotropic scale and translation, a
+    square window that may move and zoom). The image is average-pooled by 2 and goes through three conv + BatchNorm
+    + ReLU stages (max-pool after the first two) to a coarse map of (S/8)² cells that together see the whole image.
+    A 1×1 convolution scores every cell; the softmax of the scores over the cells weights the cells' centres, and
+    their weighted mean is the window's centre (tx, ty) (a "soft argmax": the same detector at every cell, so what
+    it learns at one place holds at all). The zoom comes from the globally pooled map:
+    ``s = initial_scale · exp(ZOOM_STEP · u)``.
+
+    Both heads start at zero: a fresh net puts a window of side ``initial_scale`` at the centre of every image.
+    Not at the identity (the whole image): for a classifier that learns on whole images, moving that window barely
+    lowers the loss and zooming raises it (the notebook measures it), so the gradient holds the window where it is;
+    a smaller window cuts the items it half covers, and moving it towards them lowers the loss.
+    :meth:`locate` also returns the cells' weights float[N, S/8, S/8].
     """
 
-    THETA_STEP = 0.1
+    ZOOM_STEP = 0.1
 
-    def __init__(self, image_size: int, width: int):
+    def __init__(self, image_size: int, width: int, initial_scale: float = 0.6):
         super().__init__()
         w = width
         self.features = nn.Sequential(nn.AvgPool2d(2), *_conv(3, w), nn.MaxPool2d(2), *_conv(w, 2 * w),
-                                      nn.MaxPool2d(2), *_conv(2 * w, 2 * w), nn.MaxPool2d(2))
-        side = image_size // 16
-        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(2 * w * side * side, 4 * w), nn.ReLU(inplace=True))
-        self.theta = nn.Linear(4 * w, 6)
-        nn.init.zeros_(self.theta.weight)
-        nn.init.zeros_(self.theta.bias)
-        self.register_buffer("identity", torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0]), persistent=False)
+                                      nn.MaxPool2d(2), *_conv(2 * w, 2 * w))
+        self.score = nn.Conv2d(2 * w, 1, 1)
+        self.zoom = nn.Linear(2 * w, 1)
+        for layer in (self.score, self.zoom):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+        self.initial_scale = float(initial_scale)
+        cells = image_size // 8
+        centres = normalized_coordinates(cells)
+        gy, gx = torch.meshgrid(centres, centres, indexing="ij")
+        self.register_buffer("centres", torch.stack([gx.flatten(), gy.flatten()], dim=1), persistent=False)
+
+    def locate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(θ float[N, 2, 3], the cells' weights float[N, S/8, S/8], summing to 1 per image)."""
+        f = self.features(x - 0.5)
+        n, _, h, w = f.shape
+        weights = torch.softmax(self.score(f).flatten(1).float(), dim=1)                 # (N, cells)
+        centre = weights @ self.centres                                                  # (N, 2): tx, ty
+        scale = self.initial_scale * torch.exp(self.ZOOM_STEP * self.zoom(f.float().mean(dim=(2, 3)))[:, 0])
+        zero = torch.zeros_like(scale)
+        theta = torch.stack([torch.stack([scale, zero, centre[:, 0]], dim=1),
+                             torch.stack([zero, scale, centre[:, 1]], dim=1)], dim=1)
+        return theta, weights.view(n, h, w)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        raw = self.theta(self.fc(self.features(x - 0.5)))
-        return (self.identity + self.THETA_STEP * raw).view(-1, 2, 3)
+        return self.locate(x)[0]
 
 
 def view_classifier(num_classes: int, width: int) -> nn.Sequential:
@@ -235,21 +268,33 @@ def view_classifier(num_classes: int, width: int) -> nn.Sequential:
                          *_conv(4 * w, 4 * w), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * w, num_classes))
 
 
+def matched_width(config: STNConfig) -> int:
+    """The classifier width of the model without a transformer: the smallest width (≥ ``config.width``) whose
+    classifier has at least as many parameters as the transformer model (classifier + localization net), so
+    that the comparison is not about size."""
+    target = sum(p.numel() for p in STNClassifier(config, stn=True).parameters())
+    width = config.width
+    while sum(p.numel() for p in view_classifier(config.num_classes, width).parameters()) < target:
+        width += 1
+    return width
+
+
 class STNClassifier(nn.Module):
     """A classifier of an ``out_size`` view of the input, with or without a spatial transformer choosing the view.
 
     forward(x float[N, 3, S, S]) -> {"out": logits float[N, num_classes], "theta": float[N, 2, 3],
     "view": float[N, 3, out_size, out_size]}. ``stn=False``: θ is the identity (a buffer, not learned), so the
-    view is the whole image resampled at ``out_size`` (for out_size = S/2 with align_corners=False: the 2×2
-    average of the image).
+    view is the whole image resampled at ``out_size``; ``width`` (default ``config.width``) sets its classifier's
+    width (:func:`matched_width`).
     """
 
-    def __init__(self, config: STNConfig, stn: bool = True):
+    def __init__(self, config: STNConfig, stn: bool = True, width: int | None = None):
         super().__init__()
         self.config, self.stn = config, stn
-        self.localization = LocalizationNet(config.image_size, config.loc_width) if stn else None
+        self.localization = (LocalizationNet(config.image_size, config.loc_width, config.initial_scale)
+                             if stn else None)
         self.register_buffer("identity", torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), persistent=False)
-        self.classifier = view_classifier(config.num_classes, config.width)
+        self.classifier = view_classifier(config.num_classes, width or config.width)
 
     def theta(self, x: torch.Tensor) -> torch.Tensor:
         if self.localization is None:
@@ -270,5 +315,46 @@ def stn_classifier(config: STNConfig) -> STNClassifier:
 
 
 def plain_classifier(config: STNConfig) -> STNClassifier:
-    """The same classifier without it: the whole image at ``out_size``."""
-    return STNClassifier(config, stn=False)
+    """The same classifier without it, widened to at least the transformer model's parameters
+    (:func:`matched_width`): the whole image at ``out_size``."""
+    return STNClassifier(config, stn=False, width=matched_width(config))
+
+
+# ============================================================================= why the identity does not learn
+def translation_gradient(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor, theta: torch.Tensor,
+                         out_size: int) -> torch.Tensor:
+    """-∂loss/∂(tx, ty) float[N, 2]: the direction in which each image's window would move after one gradient
+    step, for ``classifier`` (logits of a view ``- 0.5``) reading windows ``theta`` float[N, 2, 3]."""
+    _check_theta(theta)
+    theta = theta.detach().float().clone().requires_grad_()
+    logits = classifier(transform(images, theta, out_size) - 0.5)
+    loss = nn.functional.cross_entropy(logits.float(), labels, reduction="sum")
+    (grad,) = torch.autograd.grad(loss, theta)
+    return -grad[:, :, 2]
+
+
+def towards_item_share(step: torch.Tensor, theta: torch.Tensor, boxes: torch.Tensor, image_size: int) -> float:
+    """The share of windows whose step ``step`` float[N, 2] (:func:`translation_gradient`) points towards the item
+    (a positive dot product with the vector from the window's centre to the box's centre; 0.5 = chance)."""
+    centre = (boxes[:, :2] + boxes[:, 2:]) / image_size - 1            # pixel-edge box -> normalised centre
+    towards = centre - theta[:, :, 2].detach()
+    return float(((step * towards).sum(dim=1) > 0).float().mean())
+
+
+@torch.no_grad()
+def loss_towards_item(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor, boxes: torch.Tensor,
+                      scale: float, fractions, out_size: int) -> list[float]:
+    """The mean cross-entropy of ``classifier`` when a square window of side ``scale`` (share of the image's) slides
+    from the image's centre to the item's: one value per fraction of the way in ``fractions`` (0 = centred on the
+    image, 1 = centred on the item's box). images float[N, 3, S, S], labels int64[N], boxes float[N, 4] pixel-edge."""
+    if not scale > 0:
+        raise ValueError(f"scale must be positive, got {scale}")
+    centre = (boxes[:, :2] + boxes[:, 2:]) / images.shape[-1] - 1
+    losses = []
+    for f in fractions:
+        theta = torch.zeros(len(images), 2, 3)
+        theta[:, 0, 0] = theta[:, 1, 1] = float(scale)
+        theta[:, :, 2] = float(f) * centre
+        logits = classifier(transform(images, theta, out_size) - 0.5)
+        losses.append(float(nn.functional.cross_entropy(logits.float(), labels)))
+    return losses

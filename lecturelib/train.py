@@ -205,10 +205,12 @@ MODELS: dict[str, ModelSpec] = {
         target=("exact_match", 0.5), description="captioner without attention: the mean feature at every step"),
     "stn_classifier": ModelSpec(
         "09", stn.STNConfig.from_profile, stn.stn_classifier, _plain(ClutterTask), data="cluttered",
-        target=("accuracy", 0.6), description="spatial transformer (affine) + classifier of its 32x32 view"),
+        target=("accuracy", 0.6),
+        description="spatial transformer (a window that moves and zooms) + classifier of its 24x24 view"),
     "plain_classifier": ModelSpec(
         "09", stn.STNConfig.from_profile, stn.plain_classifier, _plain(ClutterTask), data="cluttered",
-        target=("accuracy", 0.6), description="the same classifier without it: the whole image at 32x32"),
+        target=("accuracy", 0.6),
+        description="the classifier without it, widened to as many parameters: the whole image at 24x24"),
 }
 
 LESSON_NAMES = {"01": "patch_classification", "03": "multiscale", "04": "recurrent_refinement",

@@ -106,7 +106,7 @@ ALLOWED = {
     },
     "09_attention_and_spatial_transformers": {
         "1708.07747": "arXiv identifier of Fashion-MNIST",
-        "0.5": "the entries of exercise 2's θ (a zoom on the top-left quarter), which the exercise asks to sample",
+        "0.5": "the entries of exercise 1's θ (a zoom on the top-right quarter), whose output it asks to predict",
     },
 }
 

@@ -91,18 +91,59 @@ def test_bad_settings_are_refused():
         st.STNConfig(out_size=30)
 
 
-def test_classifiers_shapes_identity_start_and_parameters():
-    cfg = st.STNConfig(image_size=32, out_size=16, width=4, loc_width=4)
+def test_classifiers_shapes_start_window_and_parameters():
+    cfg = st.STNConfig(image_size=32, out_size=16, width=4, loc_width=4, initial_scale=0.5)
     torch.manual_seed(0)
     with_stn, plain = st.stn_classifier(cfg).eval(), st.plain_classifier(cfg).eval()
     x = torch.rand(3, 3, 32, 32)
     for model in (with_stn, plain):
         out = model(x)
         assert out["out"].shape == (3, 10) and out["view"].shape == (3, 3, 16, 16)
-        assert torch.allclose(out["theta"], torch.eye(2, 3).expand(3, 2, 3))     # fresh: the identity
-    assert count_parameters(with_stn) > count_parameters(plain)
+    # fresh: the transformer shows the centred window of side initial_scale, the plain model the whole image
+    assert torch.allclose(with_stn(x)["theta"], torch.tensor([[0.5, 0, 0], [0, 0.5, 0]]).expand(3, 2, 3))
+    assert torch.allclose(plain(x)["theta"], torch.eye(2, 3).expand(3, 2, 3))
+    assert count_parameters(plain) >= count_parameters(with_stn)                 # not smaller than the transformer
+    assert count_parameters(st.STNClassifier(cfg, stn=False, width=st.matched_width(cfg) - 1)) < count_parameters(
+        with_stn)                                                                # and the smallest width that is
     with pytest.raises(ValueError, match="images"):
         plain(torch.rand(3, 1, 32, 32))
+    with pytest.raises(ValueError, match="initial_scale"):
+        st.STNConfig(initial_scale=1.5)
+
+
+def test_localization_is_a_soft_argmax_of_a_cell_map():
+    torch.manual_seed(0)
+    loc = st.LocalizationNet(32, 4, initial_scale=0.6)
+    x = torch.rand(2, 3, 32, 32)
+    theta, weights = loc.locate(x)
+    assert weights.shape == (2, 4, 4) and torch.allclose(weights.sum(dim=(1, 2)), torch.ones(2))
+    # all the weight on one cell: the window's centre is that cell's centre, in normalised coordinates
+    class OneCell(torch.nn.Module):
+        def forward(self, f):
+            logits = torch.full((f.shape[0], 1, *f.shape[2:]), -50.0)
+            logits[:, 0, 3, 1] = 50.0                                  # row 3, column 1
+            return logits
+
+    loc.score = OneCell()
+    theta, weights = loc.locate(x)
+    assert torch.allclose(theta[:, :, 2], torch.tensor([[-0.25, 0.75]] * 2), atol=1e-5)
+    assert torch.allclose(theta[:, 0, 0], torch.full((2,), 0.6)) and float(weights[0, 3, 1]) > 0.999
+
+
+def test_translation_gradient_points_towards_what_lowers_the_loss():
+    # a "classifier" whose loss for label 1 falls as its view gets brighter: the window must move to the bright spot
+    image = torch.zeros(1, 3, 32, 32)
+    image[..., 12:20, 20:28] = 1.0                      # a bright square, half inside the centred window (8..24)
+
+    def classifier(view):
+        return torch.stack([torch.zeros(len(view)), 20 * (view + 0.5).mean(dim=(1, 2, 3))], dim=1)
+
+    theta = torch.tensor([[[0.47, 0.0, 0.0], [0.0, 0.47, 0.0]]])         # samples between pixel centres
+    step = st.translation_gradient(classifier, image, torch.tensor([1]), theta, 16)
+    assert step[0, 0] > 0 and abs(float(step[0, 1])) < 0.05 * float(step[0, 0])   # right, towards the square
+    box = torch.tensor([[20.0, 12.0, 28.0, 20.0]])
+    assert st.towards_item_share(step, theta, box, 32) == 1.0
+    assert st.towards_item_share(-step, theta, box, 32) == 0.0
 
 
 def test_clutter_items_are_deterministic_and_boxes_fit_the_masks():
@@ -131,3 +172,17 @@ def test_clutter_task_trains_and_reports_the_window():
     area = ((data[2][:, 2] - data[2][:, 0]) * (data[2][:, 3] - data[2][:, 1]) / 32 ** 2).mean()
     assert m["window_iou"] == pytest.approx(float(area), rel=1e-5)        # the identity window is the whole image
     assert 0 <= m["accuracy"] <= 1 and 0 <= m["centre_inside"] <= 1
+
+
+def test_loss_towards_item_is_low_where_the_window_shows_the_item():
+    image = torch.zeros(1, 3, 32, 32)
+    image[..., 20:28, 20:28] = 1.0
+
+    def classifier(view):                              # label 1 is likely when the view is bright
+        return torch.stack([torch.zeros(len(view)), 20 * (view + 0.5).mean(dim=(1, 2, 3))], dim=1)
+
+    box = torch.tensor([[20.0, 20.0, 28.0, 28.0]])
+    losses = st.loss_towards_item(classifier, image, torch.tensor([1]), box, 0.3, [0.0, 0.5, 1.0], 8)
+    assert losses[0] > losses[1] > losses[2]
+    with pytest.raises(ValueError, match="scale"):
+        st.loss_towards_item(classifier, image, torch.tensor([1]), box, 0.0, [0.0], 8)

@@ -61,22 +61,75 @@ def test_widget_redraws_and_refuses_with_a_message():
         theta_explorer(IMAGE, scale=0)
 
 
-def test_checks_pass_the_reference_and_fail_wrong_answers(capsys):
-    from lecturelib.captioning import AdditiveAttention  # noqa: F401  (the library's own step is tested there)
+def _grid(theta, h, w):
+    ys = (2 * torch.arange(h, dtype=theta.dtype) + 1) / h - 1
+    xs = (2 * torch.arange(w, dtype=theta.dtype) + 1) / w - 1
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([gx, gy, torch.ones_like(gx)], dim=-1) @ theta.T
 
-    def grid(theta, h, w):
-        return F.affine_grid(theta[None], (1, 1, h, w), align_corners=False)[0]
 
-    def sample(image, theta, oh, ow):
-        g = F.affine_grid(theta[None], (1, 1, oh, ow), align_corners=False)
-        return F.grid_sample(image[None, None], g, align_corners=False)[0, 0]
+def _attend(a, h, W_a, W_h, w):
+    alpha = torch.softmax(torch.tanh(a @ W_a.T + W_h @ h) @ w, 0)
+    return alpha @ a, alpha
 
-    def attend(a, h, W_a, W_h, w):
-        alpha = torch.softmax(torch.tanh(a @ W_a.T + W_h @ h) @ w, 0)
-        return alpha @ a, alpha
 
-    assert checks.affine_grid(grid) and checks.sampler(sample) and checks.attention_step(attend)
-    assert not checks.affine_grid(lambda t, h, w: F.affine_grid(t[None], (1, 1, h, w), align_corners=True)[0])
-    assert not checks.sampler(lambda im, t, oh, ow: sample(im, t, oh, ow) * 0.5)
-    assert not checks.attention_step(lambda a, h, W_a, W_h, w: attend(a, h, W_a, W_h, -w))
-    assert "\u274c" in capsys.readouterr().out
+def test_implement_checks_pass_an_own_solution_and_fail_wrong_ones_and_the_course_code(capsys):
+    from lecturelib import spatial_transformer as st
+    from lecturelib.captioning import AdditiveAttention
+
+    assert checks.affine_grid(_grid) and checks.attention_step(_attend)
+    assert not checks.affine_grid(lambda t, h, w: _grid(t, w, h).transpose(0, 1))          # rows and columns swapped
+    assert not checks.affine_grid(lambda t, h, w: _grid(t, h, w)[..., [1, 0]])              # (y, x) instead of (x, y)
+    assert not checks.affine_grid(lambda t, h, w: _grid(t.detach(), h, w))                 # no gradient to theta
+    assert not checks.affine_grid(lambda t, h, w: F.affine_grid(t[None], (1, 1, h, w), align_corners=False)[0])
+    assert not checks.affine_grid(lambda t, h, w: st.affine_grid(t[None], (1, 1, h, w))[0])
+    assert not checks.attention_step(lambda a, h, W_a, W_h, w: _attend(a, h, W_a, W_h, -w))
+    assert not checks.attention_step(lambda a, h, W_a, W_h, w: (a.mean(0), torch.full((len(a),), 1 / len(a))))
+    assert not checks.attention_step(AdditiveAttention)
+    out = capsys.readouterr().out
+    assert "course's own" in out or "calls" in out
+    assert "expected" in out and "\u274c" in out
+
+
+def test_predict_check_names_the_wrong_part_without_the_answer(capsys):
+    truth = checks.sampler_truth()
+    right = tuple(t.tolist() for t in truth.values())
+    assert checks.sampler_prediction(lambda: right)
+    wrong_zoom = (right[0], [[0.0, 1.0], [4.0, 5.0]])                     # zero padding forgotten
+    assert not checks.sampler_prediction(lambda: wrong_zoom)
+    out = capsys.readouterr().out
+    assert "zoomed out" in out and ("too high" in out or "too low" in out)
+    assert "3.75" not in out                                              # the answer is not printed
+    top_left = ([[0.0, 1.0], [4.0, 5.0]], right[1])                      # y taken as pointing up
+    assert not checks.sampler_prediction(lambda: top_left)
+    assert not checks.sampler_prediction(lambda: right[0])                # one grid only
+
+
+def test_interpret_checks_measure_the_change_and_verify_the_answer(capsys):
+    from lecturelib import spatial_transformer as st
+    from lecturelib.clutter import cluttered_set
+
+    cfg = st.STNConfig(width=4, loc_width=4)
+    torch.manual_seed(0)
+    model = st.stn_classifier(cfg)
+    images, labels, boxes = cluttered_set("test", 16, 64)
+
+    def centred(theta):
+        theta[:, :, 2] = 0
+        return theta
+
+    def moved(theta):
+        theta[:, :, 2] = 0.5
+        return theta
+
+    assert checks.window_ablation(centred, model, images, labels, boxes) is None      # a fresh net is centred
+    measured = checks.window_ablation(moved, model, images, labels, boxes)
+    assert set(measured) == {"learned", "changed"}
+    drop = measured["learned"][0] - measured["changed"][0]
+    truth = drop >= checks.MIN_AIM_DROP
+    assert checks.aim_answer(lambda m: truth, measured)
+    assert not checks.aim_answer(lambda m: not truth, measured)
+    assert not checks.aim_answer(lambda m: "yes", measured)
+    assert not checks.aim_answer(lambda m: truth, None)
+    assert not checks.window_ablation(lambda t: t[:, :1], model, images, labels, boxes)
+    assert "run the ablation above first" in capsys.readouterr().out
