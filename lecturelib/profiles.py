@@ -62,7 +62,10 @@ PROFILES: dict[str, Profile] = {
 
 
 def get_profile(name: str | Profile | None = None, *, cuda_available: bool | None = None) -> Profile:
-    """Resolve a profile: explicit name > ``$LECTURELIB_PROFILE`` > quick on CPU / full on GPU."""
+    """Resolve a profile: explicit name > ``$LECTURELIB_PROFILE`` > quick on CPU / full on GPU.
+
+    Raises ValueError for a name that is not a profile (the message lists the profiles).
+    """
     if isinstance(name, Profile):
         return name
     if name is None:
@@ -76,6 +79,6 @@ def get_profile(name: str | Profile | None = None, *, cuda_available: bool | Non
         raise ValueError(f"profile must be a name such as 'quick' or a Profile, got {type(name).__name__}")
     key = name.strip().lower()
     if key not in PROFILES:
-        raise KeyError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)} "
+        raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)} "
                        f"(argument profile= or environment variable {ENV_VAR})")
     return PROFILES[key]

@@ -437,7 +437,8 @@ def data_settings(args: argparse.Namespace) -> dict:
         given = [f for f, v in (("--num-classes", args.num_classes), ("--class-names", args.class_names),
                                 ("--anchor-sizes", args.anchor_sizes)) if v is not None] + (["--binary"] * args.binary)
         if given:
-            raise ValueError(f"{', '.join(given)} only apply with --data DIR (your own folder)")
+            verb = "applies" if len(given) == 1 else "apply"
+            raise ValueError(f"{' and '.join(given)} {verb} only with --data DIR (your own folder)")
         return {}
     if args.num_classes is None:
         raise ValueError("--data needs --num-classes K: the number of classes, background included (K >= 2)")

@@ -18,7 +18,7 @@ from lecturelib.viz import colorize, overlay, palette
 
 CASES = [
     # (callable, exception type, words the message must contain)
-    (lambda: lecturelib.get_profile("fast"), KeyError, ["'fast'", "quick", "LECTURELIB_PROFILE"]),
+    (lambda: lecturelib.get_profile("fast"), ValueError, ["'fast'", "quick", "LECTURELIB_PROFILE"]),
     (lambda: lecturelib.get_profile(3), ValueError, ["profile"]),
     (lambda: lecturelib.setup(seed=-1, verbose=False), ValueError, ["seed", "non-negative"]),
     (lambda: lecturelib.setup(device="tpu", verbose=False), ValueError, ["device", "cpu"]),

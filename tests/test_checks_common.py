@@ -70,3 +70,46 @@ def test_show_signature_prints_the_signature_and_summary_but_not_the_code(capsys
     assert "(receptive field, jump)" in out and "jump *=" not in out and "for " not in out
     with pytest.raises(ValueError, match="not a function or class"):
         lecturelib.show_signature(3)
+
+
+def test_a_reference_reached_by_a_name_built_at_run_time_is_caught_while_the_check_runs(capsys):
+    import importlib
+
+    from lecturelib import fully_conv
+
+    def sneaky(layers):
+        module = importlib.import_module("lecturelib." + "fully_conv")
+        return getattr(module, "receptive_field" + "_of")(layers)
+
+    def own(layers):
+        size, jump = 1, 1
+        for kernel, stride in layers:
+            size, jump = size + (kernel - 1) * jump, jump * stride
+        return size, jump
+
+    def check(student):
+        def test():
+            refuse_reference(student, fully_conv.receptive_field_of)
+            for layers in ([(3, 1)], [(3, 1), (2, 2), (3, 1)]):
+                if tuple(student(layers)) != fully_conv.receptive_field_of(layers):   # the check's own use is fine
+                    raise CheckFailed(f"wrong for {layers}")
+        return run_check("receptive field", test)
+
+    assert check(sneaky) is False
+    assert "your code called the course's own lecturelib.fully_conv.receptive_field_of while the check ran" in (
+        capsys.readouterr().out)
+    assert check(own) is True
+    import sys
+    assert sys.getprofile() is None                      # the watch is gone after the check
+
+
+def test_the_owner_named_is_the_function_the_student_really_called():
+    import torch.nn.functional as F
+
+    from lecturelib.spatial_transformer import affine_grid
+
+    def uses_torch(theta, h, w):
+        return F.affine_grid(theta[None], (1, 1, h, w), align_corners=False)[0]
+
+    assert "the library function torch.nn.functional.affine_grid" in message(
+        lambda: refuse_reference(uses_torch, affine_grid, F.affine_grid))

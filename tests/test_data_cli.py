@@ -112,7 +112,7 @@ def test_data_options_are_checked(tmp_path, capsys):
     assert T.main(["fcn8s", "--data", str(data)] + TINY) == 2
     assert "--num-classes" in capsys.readouterr().err
     assert T.main(["fcn8s", "--num-classes", "3"] + TINY) == 2
-    assert "only apply with --data" in capsys.readouterr().err
+    assert "--num-classes applies only with --data DIR" in capsys.readouterr().err
     assert T.main(["fcn8s", "--data", str(data), "--num-classes", "2", "--out", str(tmp_path / "r")] + TINY) == 2
     assert "labels [2] are >= num_classes=2" in capsys.readouterr().err
     assert T.main(["cascade", "--data", str(data), "--num-classes", "3", "--out", str(tmp_path / "c")] + TINY) == 2

@@ -36,9 +36,15 @@ def run_check(title: str, test: Callable[[], None], hint: str = "") -> bool:
     The test may seed torch to build its reference models: it runs on a forked random number generator,
     so a check never changes the notebook's own random stream (the cells after it stay reproducible).
     """
+    global _watch
+    _watch = _ReferenceWatch()
     try:
         with torch.random.fork_rng(devices=[]):
-            test()
+            try:
+                test()
+            finally:
+                _watch.stop()
+        _watch.raise_if_called()
     except NotImplementedError:
         message = f"{title}: not implemented yet. {hint}".rstrip()
     except CheckFailed as exc:
@@ -50,6 +56,8 @@ def run_check(title: str, test: Callable[[], None], hint: str = "") -> bool:
     else:
         print(f"{PASS} {title}")
         return True
+    finally:
+        _watch = None
     print(f"{FAIL} {message}")
     if os.environ.get("NBGRADER_EXECUTION"):      # nbgrader autograde/validate: the test cell must fail
         raise CheckFailed(message)
@@ -123,14 +131,91 @@ def _whose(ref) -> str:
     return f"the course's own {name}" if ref.__module__.startswith("lecturelib") else f"the library function {name}"
 
 
-def refuse_reference(student, *references) -> None:
-    """Raise :class:`CheckFailed` if ``student`` is one of the course's own implementations in ``references`` (or
-    wraps one), or if its code calls one of them by its name or by any name bound to it in the student's module.
+class _ReferenceWatch:
+    """While a check runs: notice a call of a refused reference made from the student's own code (a frame of the
+    student's module while the student's function is running), however it was reached (``getattr`` with a built
+    string, ``importlib``, ``eval`` ...), with ``sys.setprofile``. The check's own calls of the reference do not
+    count."""
 
-    Call it first in an *implement* exercise's check, so that importing the library's answer does not pass.
+    def __init__(self):
+        self.codes: dict = {}          # code object of a Python reference -> the reference
+        self.builtins: list = []       # references written in C (torch ops)
+        self.students: list = []       # the student's module globals: calls made from there count
+        self.student_codes: set = set()  # the student's functions: calls count while one of them runs
+        self.depth = 0
+        self.hits: list = []
+        self.previous = None
+        self.active = False
+
+    def add(self, student, references) -> None:
+        import inspect
+        import sys
+
+        for ref in references:
+            target = inspect.unwrap(ref)
+            code = getattr(target, "__code__", None)
+            if code is None and inspect.isclass(target) and "__init__" in vars(target):
+                code = getattr(vars(target)["__init__"], "__code__", None)
+            if code is not None:
+                self.codes[code] = ref
+            else:
+                self.builtins.append(ref)
+        code = getattr(student, "__code__", None)
+        if code is not None:
+            self.student_codes.add(code)
+        g = getattr(student, "__globals__", None)
+        if g is not None and all(g is not h for h in self.students):
+            self.students.append(g)
+        if not self.active:
+            self.previous = sys.getprofile()
+            sys.setprofile(self._hook)
+            self.active = True
+
+    def _from_student(self, frame) -> bool:
+        return frame is not None and any(frame.f_globals is g for g in self.students)
+
+    def _hook(self, frame, event, arg):
+        if event == "call":
+            if frame.f_code in self.student_codes:
+                self.depth += 1
+            ref = self.codes.get(frame.f_code)
+            if ref is not None and self.depth > 0 and self._from_student(frame.f_back):
+                self.hits.append(ref)
+        elif event == "return":
+            if frame.f_code in self.student_codes:
+                self.depth -= 1
+        elif event == "c_call" and self.builtins and self.depth > 0:
+            if any(arg is ref for ref in self.builtins) and self._from_student(frame):
+                self.hits.append(arg)
+
+    def stop(self) -> None:
+        import sys
+
+        if self.active:
+            sys.setprofile(self.previous)
+            self.active = False
+
+    def raise_if_called(self) -> None:
+        if self.hits:
+            raise CheckFailed(f"your code called {_whose(self.hits[0])} while the check ran; write the computation "
+                              "yourself.")
+
+
+_watch: _ReferenceWatch | None = None
+
+
+def refuse_reference(student, *references) -> None:
+    """Raise :class:`CheckFailed` if ``student`` is one of the reference implementations in ``references`` (the
+    course's or a library's) or wraps one, or if its code names one of them (directly, by an alias bound in the
+    student's module, as an attribute of a module the student imported, or through a closure).
+
+    Call it first in an *implement* exercise's check, so that importing the answer does not pass. Inside
+    :func:`run_check` it also watches the rest of the check: a reference called from the student's own code, however
+    it was reached (a name built at run time, ``importlib`` ...), fails the check when the test ends.
     Raises CheckFailed also when ``student`` is not callable.
     """
     import inspect
+    import types
 
     if not callable(student):
         raise CheckFailed(f"expected a function, got {type(student).__name__}; define it with def.")
@@ -139,6 +224,8 @@ def refuse_reference(student, *references) -> None:
     for ref in references:
         if func is ref:
             raise CheckFailed(f"this is {_whose(ref)}; write your own.")
+    if _watch is not None:
+        _watch.add(func, references)
     code = getattr(func, "__code__", None)
     if code is None:
         return
@@ -151,7 +238,21 @@ def refuse_reference(student, *references) -> None:
             if value is ref:
                 raise CheckFailed(f"your function calls {_whose(ref)}; write the computation yourself.")
     module_globals = getattr(func, "__globals__", {})
-    for name in _code_names(code):
+    names = _code_names(code)
+    bound: dict[str, list] = {}                                     # what each name can mean in the student's code
+    modules = [module_globals[n] for n in names if isinstance(module_globals.get(n), types.ModuleType)]
+    for name in names:
+        if name in module_globals:
+            bound.setdefault(name, []).append(module_globals[name])
+        for module in modules:
+            if name in vars(module):
+                bound.setdefault(name, []).append(vars(module)[name])
+    for name, objects in bound.items():                             # by identity first: the right owner is named
         for ref in references:
-            if name == ref.__name__ or module_globals.get(name) is ref:
+            if any(obj is ref for obj in objects):
                 raise CheckFailed(f"your function calls {name} ({_whose(ref)}); write the computation yourself.")
+    for name in sorted(names - set(bound)):                        # a reference's name reached some other way
+        same = [ref for ref in references if ref.__name__ == name]
+        if same:
+            raise CheckFailed(f"your function calls {name}, the name of {' and '.join(_whose(r) for r in same)}; "
+                              "write the computation yourself.")
