@@ -129,6 +129,9 @@ def test_interpret_checks_measure_the_change_and_verify_the_answer(capsys):
     truth = drop >= checks.MIN_AIM_DROP
     assert checks.aim_answer(lambda m: truth, measured)
     assert not checks.aim_answer(lambda m: not truth, measured)
+    out = capsys.readouterr().out
+    assert f"your answer ({not truth}) does not match your measured table" in out
+    assert "the windows' aim ablation" in out
     assert not checks.aim_answer(lambda m: "yes", measured)
     assert not checks.aim_answer(lambda m: truth, None)
     assert not checks.window_ablation(lambda t: t[:, :1], model, images, labels, boxes)

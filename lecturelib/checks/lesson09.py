@@ -167,7 +167,7 @@ def window_ablation(change, model, images, labels, boxes) -> dict | None:
         result["learned"] = _accuracy_and_iou(model, images, labels, boxes, learned)
         result["changed"] = _accuracy_and_iou(model, images, labels, boxes, changed.float())
 
-    ok = run_check("the ablation ran", test, "Hint: theta[:, :, 2] holds each window's centre (tx, ty).")
+    ok = run_check("the windows' aim ablation", test, "Hint: theta[:, :, 2] holds each window's centre (tx, ty).")
     if not ok:
         return None
     print(f"{'windows':24s}{'accuracy':>10s}{'IoU with item':>15s}   ({len(labels)} test images)")
@@ -190,8 +190,8 @@ def aim_answer(student, measured) -> bool:
         drop = measured["learned"][0] - measured["changed"][0]
         truth = drop >= MIN_AIM_DROP
         if answer != truth:
-            raise CheckFailed(f"your measured table does not say that (answer {answer}); compare the two "
-                              "accuracies above.")
+            raise CheckFailed(f"your answer ({answer}) does not match your measured table: compare the drop "
+                              f"in accuracy from 'learned' to 'changed' above with MIN_AIM_DROP = {MIN_AIM_DROP}.")
 
     return run_check("the window's aim", test,
                      f"Hint: the question is whether accuracy falls by at least {MIN_AIM_DROP} when only the "
