@@ -389,19 +389,23 @@ class DetectionTask:
     def loss(self, model, batch, device, channels_last=False):
         return summed_losses(model, batch, device)
 
-    @torch.no_grad()
     def evaluate(self, model, test_set, info, batch_size, autocast) -> dict:
-        loader = DataLoader(D.shard(test_set, info), batch_size=batch_size, collate_fn=collate_instances)
-        pairs = []
-        for images, targets in loader:
-            images = [im.to(info.device) for im in images]
-            with autocast():
-                if self.proposals:
-                    preds = model(images, proposals=[t["proposals"] for t in targets])
-                else:
-                    preds = model(images)
-            pairs += zip(preds, targets)
+        pairs = prediction_pairs(model, test_set, info, batch_size, autocast, self.proposals)
         return box_ap_metrics(pairs, info, self.num_classes)
+
+
+@torch.no_grad()
+def prediction_pairs(model, test_set, info, batch_size: int, autocast, proposals: bool = False) -> list[tuple]:
+    """(prediction, target) for every image of this process's shard of ``test_set``: the model in eval mode on
+    lists of images (torchvision's detection format), given each target's ``"proposals"`` when ``proposals``."""
+    loader = DataLoader(D.shard(test_set, info), batch_size=batch_size, collate_fn=collate_instances)
+    pairs = []
+    for images, targets in loader:
+        images = [im.to(info.device) for im in images]
+        with autocast():
+            preds = model(images, proposals=[t["proposals"] for t in targets]) if proposals else model(images)
+        pairs += zip(preds, targets)
+    return pairs
 
 
 class InstanceTask:
@@ -423,14 +427,8 @@ class InstanceTask:
     def loss(self, model, batch, device, channels_last=False):
         return summed_losses(model, batch, device)
 
-    @torch.no_grad()
     def evaluate(self, model, test_set, info, batch_size, autocast) -> dict:
-        loader = DataLoader(D.shard(test_set, info), batch_size=batch_size, collate_fn=collate_instances)
-        pairs = []
-        for images, targets in loader:
-            with autocast():
-                pairs += zip(model([im.to(info.device) for im in images]), targets)
-        return mask_ap_metrics(pairs, info, self.num_classes)
+        return mask_ap_metrics(prediction_pairs(model, test_set, info, batch_size, autocast), info, self.num_classes)
 
 
 class _RegionScorer(nn.Module):
