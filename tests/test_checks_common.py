@@ -113,3 +113,26 @@ def test_the_owner_named_is_the_function_the_student_really_called():
 
     assert "the library function torch.nn.functional.affine_grid" in message(
         lambda: refuse_reference(uses_torch, affine_grid, F.affine_grid))
+
+
+def test_a_callable_object_calling_the_reference_is_refused(capsys):
+    from lecturelib import fully_conv
+
+    class Wrapper:
+        def __call__(self, layers):
+            return fully_conv.receptive_field_of(layers)
+
+    with pytest.raises(CheckFailed, match="course's own lecturelib.fully_conv.receptive_field_of"):
+        refuse_reference(Wrapper(), receptive_field_of)
+
+    class Hidden:
+        def __call__(self, layers):
+            return getattr(fully_conv, "receptive_field" + "_of")(layers)
+
+    def test():
+        student = Hidden()
+        refuse_reference(student, receptive_field_of)
+        student([(3, 1)])
+
+    assert run_check("receptive field", test) is False
+    assert "while the check ran" in capsys.readouterr().out
