@@ -122,28 +122,34 @@ def conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
 
 
 class Backbone(nn.Module):
-    """A small convolutional backbone with top-down merges: features at stride 4 (or 2), large receptive field.
+    """A small convolutional backbone with top-down merges (FPN-style): one feature map, large receptive field.
 
-    x (Tensor[N, 3, H, W]) -> Tensor[N, out_channels, H/stride, W/stride]. H and W must be multiples of 16.
-    ``stride`` 4: the top-down path stops at the stride-4 stage (lessons 07 and 08's default); 2: one more merge
-    with the stride-2 stage (an FPN-style finer level), for items only a few stride-4 cells wide.
+    x (Tensor[N, 3, H, W]) -> Tensor[N, out_channels = 2 * width, H/stride, W/stride]. H and W must be multiples
+    of 16. Four stages c1..c4 of two 3×3 conv-BN-ReLU layers each; c1 runs at ``first_stride`` (2: its first
+    layer halves the image, 1: it keeps every pixel), each later stage halves again. The top-down path adds the
+    coarser stages into c2's level (``stride`` = 2 × first_stride) or, one merge further, into c1's (``stride`` =
+    first_stride). Lesson 07 uses first_stride 2, stride 4; lesson 08 first_stride 1, stride 2: its items are
+    6-47 px wide, and a first layer that halves the image loses the detail that tells a shirt from a pullover.
+    Raises ValueError for any other combination.
     """
 
-    def __init__(self, width: int = 16, stride: int = 4):
+    def __init__(self, width: int = 16, stride: int = 4, first_stride: int = 2):
         super().__init__()
-        if stride not in (2, 4):
-            raise ValueError(f"Backbone stride must be 2 or 4, got {stride}")
+        if first_stride not in (1, 2) or stride not in (first_stride, 2 * first_stride):
+            raise ValueError(f"Backbone: first_stride must be 1 or 2 and stride first_stride or 2 * first_stride, "
+                             f"got first_stride={first_stride}, stride={stride}")
         w = width
         self.stride = stride
-        self.c1 = nn.Sequential(conv_bn(3, w, 2), conv_bn(w, w))               # /2
-        self.c2 = nn.Sequential(conv_bn(w, 2 * w, 2), conv_bn(2 * w, 2 * w))   # /4
-        self.c3 = nn.Sequential(conv_bn(2 * w, 4 * w, 2), conv_bn(4 * w, 4 * w))  # /8
-        self.c4 = nn.Sequential(conv_bn(4 * w, 4 * w, 2), conv_bn(4 * w, 4 * w))  # /16
+        self.c1 = nn.Sequential(conv_bn(3, w, first_stride), conv_bn(w, w))     # /first_stride
+        self.c2 = nn.Sequential(conv_bn(w, 2 * w, 2), conv_bn(2 * w, 2 * w))   # /2 first_stride
+        self.c3 = nn.Sequential(conv_bn(2 * w, 4 * w, 2), conv_bn(4 * w, 4 * w))  # /4 first_stride
+        self.c4 = nn.Sequential(conv_bn(4 * w, 4 * w, 2), conv_bn(4 * w, 4 * w))  # /8 first_stride
         self.lat3 = nn.Conv2d(4 * w, 2 * w, 1)
         self.lat4 = nn.Conv2d(4 * w, 2 * w, 1)
         self.lat2 = nn.Conv2d(2 * w, 2 * w, 1)
         self.smooth = conv_bn(2 * w, 2 * w)
-        if stride == 2:
+        self.finest = stride == first_stride
+        if self.finest:
             self.lat1 = nn.Conv2d(w, 2 * w, 1)
             self.smooth1 = conv_bn(2 * w, 2 * w)
         self.out_channels = 2 * w
@@ -152,23 +158,23 @@ class Backbone(nn.Module):
         if x.dim() != 4 or x.shape[-1] % 16 or x.shape[-2] % 16:
             raise ValueError(f"Backbone expects [N, 3, H, W] with H, W multiples of 16, got {tuple(x.shape)}; "
                              "pad the images (lecturelib.cascade.pad_images)")
-        c1 = self.c1(x)                                              # (N, w, H/2, W/2)
-        c2 = self.c2(c1)                                             # (N, 2w, H/4, W/4)
-        c3 = self.c3(c2)                                             # (N, 4w, H/8, W/8)
-        c4 = self.c4(c3)                                             # (N, 4w, H/16, W/16)
+        c1 = self.c1(x)                                              # (N, w, H/f, W/f), f = first_stride
+        c2 = self.c2(c1)                                             # (N, 2w, H/2f, W/2f)
+        c3 = self.c3(c2)                                             # (N, 4w, H/4f, W/4f)
+        c4 = self.c4(c3)                                             # (N, 4w, H/8f, W/8f)
         p3 = self.lat3(c3) + F.interpolate(self.lat4(c4), size=c3.shape[-2:], mode="nearest")
-        p2 = self.smooth(self.lat2(c2) + F.interpolate(p3, size=c2.shape[-2:], mode="nearest"))  # (N, 2w, H/4, W/4)
-        if self.stride == 4:
+        p2 = self.smooth(self.lat2(c2) + F.interpolate(p3, size=c2.shape[-2:], mode="nearest"))  # (N, 2w, H/2f, W/2f)
+        if not self.finest:
             return p2
-        return self.smooth1(self.lat1(c1) + F.interpolate(p2, size=c1.shape[-2:], mode="nearest"))  # (N, 2w, H/2, W/2)
+        return self.smooth1(self.lat1(c1) + F.interpolate(p2, size=c1.shape[-2:], mode="nearest"))  # (N, 2w, H/f, W/f)
 
 
 @dataclass(frozen=True)
 class CascadeConfig:
     """The recipe of the cascade and of Mask R-CNN (lesson 08): sizes and training.
 
-    width, feature_stride: the backbone's (:class:`Backbone`): base channels, and the stride (4 or 2) of the one
-    feature map the RPN and the RoI heads read.
+    width, feature_stride, first_stride: the backbone's (:class:`Backbone`): base channels, the stride of the one
+    feature map the RPN and the RoI heads read, and the stride of its first stage (1 or 2).
     image_size: the side of the training images in pixels (Mask R-CNN resizes its inputs to it).
     anchor_sizes: anchor sides in pixels (an anchor of size s has area s² in each aspect ratio), the same for
     every input size; None: :data:`ANCHOR_FRACTIONS` × image_size (the course's items are 22-75 % of the scene
@@ -186,6 +192,7 @@ class CascadeConfig:
     num_classes: int = NUM_CLASSES
     width: int = 16
     feature_stride: int = 4
+    first_stride: int = 2
     image_size: int = 64
     anchor_sizes: tuple | None = None
     anchor_ratios: tuple = (0.5, 1.0, 2.0)
@@ -215,11 +222,13 @@ class CascadeConfig:
     def from_profile(cls, profile, **changes) -> "CascadeConfig":
         """The lesson's recipe for ``profile``: the profile's epochs over its train scenes (the same scenes and
         epochs as :meth:`lecturelib.sds.SDSConfig.from_profile`: equal numbers of training images seen), a
-        quarter of its batch (more optimiser steps for the same images), and features at stride 2: the course's
-        items are mostly 8-24 px wide, two to six stride-4 cells, too coarse to tell a shirt from a pullover or to
-        draw its outline (lesson 08's diagnosis)."""
+        quarter of its batch (more optimiser steps for the same images), a backbone whose first layer keeps every
+        pixel and features at stride 2 (the course's items are 6-47 px wide, median 20: a first layer that
+        halves the image and stride-4 features leave too little to tell a shirt from a pullover or to draw its
+        outline), and a class head of 16 squeezed channels and 128 hidden units (lesson 08's diagnosis)."""
         base = dict(width=profile.width, image_size=profile.image_size, epochs=profile.epochs,
-                    batch_size=max(2, profile.batch_size // 4), feature_stride=2)
+                    batch_size=max(2, profile.batch_size // 4), first_stride=1, feature_stride=2,
+                    head_channels=16, hidden=128)
         return cls(**{**base, **changes})
 
     def __post_init__(self):
@@ -300,7 +309,7 @@ class MaskCascade(nn.Module):
     def __init__(self, config: CascadeConfig | None = None):
         super().__init__()
         self.config = cfg = config or CascadeConfig()
-        self.backbone = Backbone(cfg.width, cfg.feature_stride)
+        self.backbone = Backbone(cfg.width, cfg.feature_stride, cfg.first_stride)
         C = self.backbone.out_channels
         self.anchor_sizes = cfg.anchor_pixels           # pixels, whatever the input size
         A = len(self.anchor_sizes) * len(cfg.anchor_ratios)

@@ -102,7 +102,7 @@ def tiny_maskrcnn(num_classes: int, image_size: int, width: int = 16,
     if image_size % 16:
         raise ValueError(f"image_size must be a multiple of 16 (the backbone's coarsest stride), got {image_size}")
     cfg = config or CascadeConfig(num_classes=num_classes, width=width)
-    backbone = _FeatureDict(Backbone(width, cfg.feature_stride))
+    backbone = _FeatureDict(Backbone(width, cfg.feature_stride, cfg.first_stride))
     C = backbone.out_channels
     sizes = cfg.anchor_sizes if cfg.anchor_sizes is not None else tuple(f * image_size for f in ANCHOR_FRACTIONS)
     anchors = AnchorGenerator(sizes=(tuple(sizes),),
@@ -135,7 +135,7 @@ def report_caps(proposals: int, detections: int, model: nn.Module, inputs, outpu
     if model.training or not isinstance(outputs, list):
         return
     for out in outputs:
-        scores = out["scores"]
+        scores = out["scores"].detach()
         if proposals_saturated(scores, proposals):
             warn_cap(f"Mask R-CNN: at least half of the post_nms_test={proposals} proposals of an image became "
                      "detections scored >= 0.5; it may hold more objects: raise CascadeConfig.post_nms_test")
