@@ -481,8 +481,9 @@ def config_from_args(args: argparse.Namespace, cuda_available: bool) -> RunConfi
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.list or not args.target:
+        width = max(len(m) for m in MODELS)
         for m, spec in MODELS.items():
-            print(f"{m:12s} lesson {spec.lesson}  {spec.description}")
+            print(f"{m:<{width}}  lesson {spec.lesson}  {spec.description}")
         print("lessons: " + ", ".join(f"{k}_{v}" for k, v in LESSON_NAMES.items()))
         return 0 if args.list else 2
     try:
