@@ -381,7 +381,7 @@ class MaskCascade(nn.Module):
 
     def forward(self, images, targets: list[dict] | None = None):
         x, sizes = pad_images(images)                                                 # (N, 3, H', W'), 16 | H', W'
-        feats = self.backbone(x)                                                      # (N, C, H'/4, W'/4)
+        feats = self.backbone(x)                                                      # (N, C, H'/s, W'/s)
         anchors = self.anchors(tuple(feats.shape[-2:]), device=x.device)
         obj, deltas = self.rpn(feats)
         if self.training:

@@ -86,6 +86,28 @@ def test_implement_decode_boxes(capsys):
     ok, out = outcome(capsys, lesson08.decode_boxes(via_torchvision))
     assert not ok and "decode_single" in out
 
+    def via_lesson07(anchors, deltas):                                 # a course function that wraps the reference
+        from lecturelib import detection
+        return detection.decode(anchors, deltas * deltas.new_tensor(detection.BOX_SCALE))
+
+    ok, out = outcome(capsys, lesson08.decode_boxes(via_lesson07))
+    assert not ok and "decode" in out
+
+    def via_lesson07_hidden(anchors, deltas):                          # the same, reached by a built name
+        from lecturelib import detection
+        wrapper = getattr(detection, "de" + "code")
+        return wrapper(anchors, deltas * deltas.new_tensor(detection.BOX_SCALE))
+
+    ok, out = outcome(capsys, lesson08.decode_boxes(via_lesson07_hidden))
+    assert not ok and "while the check ran" in out and "decode_boxes" in out
+
+    import types
+
+    from lecturelib import cascade as course_cascade
+    clone = types.FunctionType(course_cascade.decode_boxes.__code__, vars(course_cascade))   # its code, a new name
+    ok, out = outcome(capsys, lesson08.decode_boxes(clone))
+    assert not ok and "copy of" in out
+
 
 @pytest.fixture(scope="module")
 def small_cascade():

@@ -132,10 +132,11 @@ def _whose(ref) -> str:
 
 
 class _ReferenceWatch:
-    """While a check runs: notice a call of a refused reference made from the student's own code (a frame of the
-    student's module while the student's function is running), however it was reached (``getattr`` with a built
-    string, ``importlib``, ``eval`` ...), with ``sys.setprofile``. The check's own calls of the reference do not
-    count."""
+    """While a check runs: notice a call of a refused reference made while the student's function is running,
+    from the student's own code or from any function it calls (a course or library function that wraps the
+    reference), however it was reached (``getattr`` with a built string, ``importlib``, ``eval`` ...), with
+    ``sys.setprofile``. A reference written in C counts when the student's own code calls it. The check's own calls
+    of the reference (made while no student function runs) do not count."""
 
     def __init__(self):
         self.codes: dict = {}          # code object of a Python reference -> the reference
@@ -179,7 +180,7 @@ class _ReferenceWatch:
             if frame.f_code in self.student_codes:
                 self.depth += 1
             ref = self.codes.get(frame.f_code)
-            if ref is not None and self.depth > 0 and self._from_student(frame.f_back):
+            if ref is not None and self.depth > 0:
                 self.hits.append(ref)
         elif event == "return":
             if frame.f_code in self.student_codes:
@@ -224,6 +225,9 @@ def refuse_reference(student, *references) -> None:
     for ref in references:
         if func is ref:
             raise CheckFailed(f"this is {_whose(ref)}; write your own.")
+        code = getattr(inspect.unwrap(ref), "__code__", None)
+        if code is not None and getattr(func, "__code__", None) is code:
+            raise CheckFailed(f"this is a copy of {_whose(ref)}; write your own.")
     if not hasattr(func, "__code__") and not inspect.isclass(func):
         call = vars(type(func)).get("__call__")                     # an instance of a class with __call__
         func = call if hasattr(call, "__code__") else func
