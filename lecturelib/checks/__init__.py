@@ -106,6 +106,11 @@ def call_case(what: str, fn, *args):
         raise CheckFailed(f"{what}: your code raised {type(exc).__name__}: {exc}") from None
 
 
+def too_high_or_low(got, want) -> str:
+    """What a *predict* check says of a wrong number: "too high" or "too low", never the right value."""
+    return "too high" if got > want else "too low"
+
+
 def whole_numbers(got, names: tuple[str, ...]) -> tuple[int, ...]:
     """A prediction ``got`` read as ``len(names)`` whole numbers, or a :class:`CheckFailed` saying what to return."""
     try:

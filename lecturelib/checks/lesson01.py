@@ -13,7 +13,7 @@ import torch
 from ..metrics import ConfusionMatrix
 from ..patch import conv_output_count, extract_patch, extract_patches, pad_for_patches
 from ..scenes import NUM_CLASSES
-from . import CheckFailed, call_case, expect_close, refuse_reference, run_check, whole_numbers
+from . import CheckFailed, call_case, expect_close, refuse_reference, run_check, too_high_or_low, whole_numbers
 
 # the course's own implementation of each implement exercise (tests: never shown with show_source)
 REFERENCES = {"my_extract_patch": "lecturelib.patch.extract_patch"}
@@ -22,10 +22,6 @@ PREDICT_PATCH, PREDICT_SIDE, PREDICT_STAGES = 38, 64, 2      # the setting of th
 ABLATION_PATCH = 38                                         # the checkpoint whose context is taken away
 ABLATION_WINDOWS = (38, 22, 10)                             # central windows it keeps (38 = the whole patch)
 ABLATION_PIXELS = 3000                                      # test pixels drawn uniformly (one fixed draw)
-
-
-def _too(got, want) -> str:
-    return "too high" if got > want else "too low"
 
 
 def conv_outputs(student) -> bool:
@@ -37,13 +33,13 @@ def conv_outputs(student) -> bool:
         first = conv_output_count(PREDICT_PATCH, PREDICT_STAGES, PREDICT_SIDE, PREDICT_SIDE)[0]
         wrong = []
         if computed != first["computed"]:
-            wrong.append(f"computed is {_too(computed, first['computed'])}: every one of the "
+            wrong.append(f"computed is {too_high_or_low(computed, first['computed'])}: every one of the "
                          f"{PREDICT_SIDE}x{PREDICT_SIDE} pixels has its own patch, and the first 3x3 convolution "
                          f"(no padding) turns each {PREDICT_PATCH}x{PREDICT_PATCH} patch into a map of its own")
         if distinct != first["distinct"]:
-            wrong.append(f"distinct is {_too(distinct, first['distinct'])}: a convolution output is fixed by its "
-                         "position in the (reflect-padded) image, so count the positions where a 3x3 window fits "
-                         "inside the padded image that the patches are cut from")
+            wrong.append(f"distinct is {too_high_or_low(distinct, first['distinct'])}: a convolution output is fixed "
+                         "by its position in the (reflect-padded) image, so count the positions where a 3x3 window "
+                         "fits inside the padded image that the patches are cut from")
         if wrong:
             raise CheckFailed("; ".join(wrong) + ".")
     return run_check("conv outputs of the per-pixel loop", test)

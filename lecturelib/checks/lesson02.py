@@ -16,7 +16,16 @@ from ..fully_conv import coarse_scores, receptive_field, shift_and_stitch, to_fu
 from ..metrics import ConfusionMatrix, boundary_band
 from ..patch import PatchLessonConfig, patch_cnn
 from ..scenes import NUM_CLASSES
-from . import CheckFailed, call_case, expect_close, expect_equal, refuse_reference, run_check, whole_numbers
+from . import (
+    CheckFailed,
+    call_case,
+    expect_close,
+    expect_equal,
+    refuse_reference,
+    run_check,
+    too_high_or_low,
+    whole_numbers,
+)
 
 # the course's own implementation of each implement exercise (tests: never shown with show_source)
 REFERENCES = {"my_linear_to_conv": "lecturelib.fully_conv.linear_to_conv"}
@@ -78,7 +87,7 @@ def output_size(student) -> bool:
         rows, cols = whole_numbers(student(), ("rows", "columns"))
         with torch.no_grad():
             want = tuple(_lesson_fcn()(torch.zeros(1, 3, *PREDICT_IMAGE)).shape[-2:])
-        wrong = [f"{name} {'too high' if g > w else 'too low'}" for name, g, w in
+        wrong = [f"{name} {too_high_or_low(g, w)}" for name, g, w in
                  (("rows", rows, want[0]), ("columns", cols, want[1])) if g != w]
         if wrong:
             raise CheckFailed(" and ".join(wrong) + ".")

@@ -23,7 +23,7 @@ from ..transposed import (
     conv_transpose_output_size,
     conv_transpose_scatter,
 )
-from . import CheckFailed, expect_close, refuse_reference, run_check
+from . import CheckFailed, expect_close, refuse_reference, run_check, too_high_or_low
 
 # the implement exercises' names -> the course's own implementation of each
 REFERENCES = {"my_scatter": "lecturelib.transposed.conv_transpose_scatter",
@@ -58,7 +58,7 @@ def output_sizes(student) -> bool:
             if not isinstance(answer, int) or isinstance(answer, bool):
                 raise CheckFailed(f"setting {i}: answer with an int, got {answer!r}.")
             if answer != want:
-                wrong.append(f"setting {i} ({_describe(*case)}): {answer} is too {'high' if answer > want else 'low'}")
+                wrong.append(f"setting {i} ({_describe(*case)}): {answer} is {too_high_or_low(answer, want)}")
         if wrong:
             raise CheckFailed("; ".join(wrong) + ".")
     return run_check("Exercise 1: output sizes predicted", test,

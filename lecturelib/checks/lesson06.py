@@ -29,7 +29,7 @@ from ..fcn import fcn8s
 from ..metrics import boundary_band, segmentation_report
 from ..scenes import CLASS_NAMES, NUM_CLASSES
 from ..upsampling import bilinear_kernel
-from . import CheckFailed, expect_close, refuse_reference, run_check
+from . import CheckFailed, expect_close, refuse_reference, run_check, too_high_or_low
 
 # the implement exercise's name -> the course's own implementation of it
 REFERENCES = {"my_unpool": "lecturelib.deconvnet.max_unpool"}
@@ -70,7 +70,7 @@ def map_sizes(student) -> bool:
                 raise CheckFailed(f"{key}: answer with (rows, columns), got {got[key]!r}.") from None
             for what, a, b in (("rows", rows, want[0]), ("columns", cols, want[1])):
                 if a != b:
-                    wrong.append(f"{key} {what}: {a} is too {'high' if a > b else 'low'}")
+                    wrong.append(f"{key} {what}: {a} is {too_high_or_low(a, b)}")
         if wrong:
             raise CheckFailed("; ".join(wrong) + ".")
     return run_check("Exercise 1: feature-map sizes predicted", test,

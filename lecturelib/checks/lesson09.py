@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from ..captioning import AdditiveAttention
 from ..spatial_transformer import affine_grid as _affine_grid
 from ..spatial_transformer import transform, window_box
-from . import CheckFailed, expect_close, refuse_reference, run_check
+from . import CheckFailed, expect_close, refuse_reference, run_check, too_high_or_low
 
 # the course's own implementation of each implement exercise (tests: never shown, never importable as my_*)
 REFERENCES = {"my_affine_grid": "lecturelib.spatial_transformer.affine_grid",
@@ -92,7 +92,7 @@ def sampler_prediction(student) -> bool:
             wrong = [(i, j) for i in range(2) for j in range(2) if abs(float(got[i, j] - want[i, j])) > 0.01]
             if wrong:
                 i, j = wrong[0]
-                side = "too high" if got[i, j] > want[i, j] else "too low"
+                side = too_high_or_low(got[i, j], want[i, j])
                 raise CheckFailed(f"{name}: {len(wrong)} of the 4 values are wrong; the value at row {i}, "
                                   f"column {j} is {side}.")
 
