@@ -89,9 +89,9 @@ def conv_transpose_output_size(n: int, kernel_size: int, stride: int = 1, paddin
                          f"maps to the same output size")
     out = (n - 1) * stride - 2 * padding + dilation * (kernel_size - 1) + output_padding + 1
     if out < 1:
-        full = (n - 1) * stride + dilation * (kernel_size - 1) + 1
+        full = (n - 1) * stride + dilation * (kernel_size - 1) + 1 + output_padding   # output_padding included
         raise ValueError(f"padding={padding} crops {2 * padding} cells from a {full}-cell full output, leaving an "
-                         f"output of {out} cells; use padding <= {(full + output_padding - 1) // 2}")
+                         f"output of {out} cells; use padding <= {(full - 1) // 2}")
     return out
 
 

@@ -132,6 +132,9 @@ def test_output_size_formula_matches_pytorch():
     (dict(n=2, kernel_size=3, padding=-1), "padding must be >= 0"),
     (dict(n=2, kernel_size=3, stride=2, output_padding=2), "output_padding .2. must be smaller than stride"),
     (dict(n=1, kernel_size=1, padding=1), "use padding <= 0"),
+    # the full output counts output_padding, so its size minus the crop is the output it reports: 6 - 6 = 0
+    (dict(n=2, kernel_size=3, stride=2, padding=3, output_padding=1),
+     "crops 6 cells from a 6-cell full output, leaving an output of 0 cells; use padding <= 2"),
     (dict(n=2.0, kernel_size=3), "must be an int"),
 ])
 def test_output_size_bad_settings(kwargs, match):
