@@ -32,7 +32,7 @@ declare -A ARGS=(
   [05]="--epochs 16"
   [06]="--image-size 128 --width 8 --n-train 3072"
   [07]="--width 8 --n-train 2048"   # every detector sees the same 2048 scenes x 8 epochs (equal images seen)
-  [08]="--width 12 --n-train 2048 --n-test 128 --epochs 8"   # SDS, the cascade and Mask R-CNN: the same 2048 scenes x 8 epochs
+  [08]="--width 12 --n-train 2048 --n-test 128 --epochs 16"   # SDS, the cascade and Mask R-CNN: the same 2048 scenes x 16 epochs
   [09]="--n-train 4096"
 )
 # models whose settings differ from their lesson's (the localizer trains on its own one-item scenes)
