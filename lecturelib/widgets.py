@@ -113,8 +113,9 @@ def formula_html(st: Settings) -> str:
 
     full = st.full_size
     out = full - 2 * p
+    result = "invalid" if bad else str(out)       # a refused setting has no output size, not a number
     size = "<b>output size: invalid</b>" if bad else f"<b>output size: {out}\u00d7{out}</b>"
-    return (f"{size} (input {n}\u00d7{n}) = full {full} \u2212 2\u00b7padding {mark('padding', p)} = {out}<br>"
+    return (f"{size} (input {n}\u00d7{n}) = full {full} \u2212 2\u00b7padding {mark('padding', p)} = {result}<br>"
             f"full = (n\u22121)\u00b7s + d\u00b7(k\u22121) + 1 + output_padding = ({n}\u22121)\u00b7{s} + "
             f"{d}\u00b7({k}\u22121) + 1 + {mark('output_padding', op)} = {full}"
             + (" (the output_padding cells are never written)" if op else ""))

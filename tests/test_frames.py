@@ -259,13 +259,14 @@ def test_widget_layer_updates_label_picture_and_message():
     assert "must be smaller than stride" in e.message.value and e.message.layout.display is None
     assert "invalid" in e.size.value and f"{CSS['offending']}' style='color:#b00020;font-weight:bold'>3<" in \
         e.size.value
+    assert "padding 1 = invalid<br>" in e.size.value      # no output size printed for a refused setting
     assert e.picture.value and e.picture.value != shown and CSS["stale"] in e.picture._dom_classes
     assert e.hint.layout.display == "none"
     e.sliders["output_padding"].value = 0
     assert e.message.layout.display == "none" and CSS["stale"] not in e.picture._dom_classes
     assert e.picture.value == fr.frame_png(fr.scatter_frame(e.settings, 0))
     e.sliders["padding"].value = 4                        # invalid padding: the padding is marked
-    assert ">4</span> = " in e.size.value and "use padding &lt;= 1" in e.message.value
+    assert ">4</span> = invalid<br>" in e.size.value and "use padding &lt;= 1" in e.message.value
     with pytest.raises(ValueError, match="view must be one of"):
         TransposedConvExplorer(view="fourier")
     with pytest.raises(ValueError, match=r"step must be in 1..4"):
