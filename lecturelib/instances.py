@@ -191,8 +191,9 @@ class InstanceFolder(Dataset):
 
 def instance_picture(masks, labels, scores=None, num_classes: int | None = None) -> np.ndarray:
     """A picture of instances for figures: each instance filled with its class's colour (:func:`lecturelib.viz.palette`,
-    the colours of every class map in the course), a thin light line (1 px, inside each instance) where one
-    instance meets another or the background, black where there is none. uint8[H, W, 3].
+    the colours of every class map in the course), a white line (1 px, inside each instance) where one instance
+    meets another, black where there is none. The edge against the background keeps the class colour (on items a
+    dozen pixels wide a recoloured outline would change the colour one reads). uint8[H, W, 3].
 
     masks: bool[N, H, W] (or float, inside where > 0.5); labels: int[N] classes (1..K-1); scores: float[N] or None
     (then the given order): the best-scored instance is drawn on top. Two touching items of one class stay two
@@ -220,6 +221,7 @@ def instance_picture(masks, labels, scores=None, num_classes: int | None = None)
     out = np.zeros((*ids.shape, 3), dtype=np.uint8)
     for k in np.unique(ids[ids > 0]):
         out[ids == k] = colours[int(labels[k - 1])]
-    edge = find_boundaries(ids, mode="inner") & (ids > 0)
-    out[edge] = (out[edge].astype(np.int32) // 3 + 170).astype(np.uint8)   # a light line, the class still visible
+    # the line: pixels of an instance next to another instance (not those next to the black background only)
+    between = find_boundaries(ids, mode="inner") & (ids > 0) & ~find_boundaries(ids > 0, mode="inner")
+    out[between] = 255
     return out

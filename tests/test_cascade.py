@@ -440,7 +440,8 @@ def test_instance_picture_colours_classes_and_separates_touching_items():
     assert pic.shape == (8, 12, 3) and pic.dtype == np.uint8
     assert (pic[0, 0] == 0).all()                                    # background black
     assert (pic[3, 3] == palette(11)[3]).all()                       # inside: the class colour
-    assert not (pic[3, 5] == palette(11)[3]).all() and not (pic[3, 6] == palette(11)[3]).all()  # the line between
+    assert (pic[3, 5] == 255).all() and (pic[3, 6] == 255).all()    # the white line between the two items
+    assert (pic[2, 3] == palette(11)[3]).all() and (pic[3, 1] == palette(11)[3]).all()  # no line against background
     with pytest.raises(ValueError, match="labels"):
         instance_picture(masks, [3])
 
