@@ -191,16 +191,15 @@ class InstanceFolder(Dataset):
 
 def instance_picture(masks, labels, scores=None, num_classes: int | None = None) -> np.ndarray:
     """A picture of instances for figures: each instance filled with its class's colour (:func:`lecturelib.viz.palette`,
-    the colours of every class map in the course), a white line (1 px, inside each instance) where one instance
-    meets another, black where there is none. The edge against the background keeps the class colour (on items a
-    dozen pixels wide a recoloured outline would change the colour one reads). uint8[H, W, 3].
+    the colours of every class map in the course), a white line (1 px, inside the larger of the two) where one
+    instance meets another, black where there is none. The edge against the background keeps the class colour (on
+    items a dozen pixels wide a recoloured outline would change the colour one reads), and so does a sliver next to
+    a larger instance. uint8[H, W, 3].
 
     masks: bool[N, H, W] (or float, inside where > 0.5); labels: int[N] classes (1..K-1); scores: float[N] or None
     (then the given order): the best-scored instance is drawn on top. Two touching items of one class stay two
     regions, told apart by the line between them. Raises ValueError when masks and labels differ in number.
     """
-    from skimage.segmentation import find_boundaries
-
     from .scenes import NUM_CLASSES
     from .viz import palette
 
@@ -221,7 +220,15 @@ def instance_picture(masks, labels, scores=None, num_classes: int | None = None)
     out = np.zeros((*ids.shape, 3), dtype=np.uint8)
     for k in np.unique(ids[ids > 0]):
         out[ids == k] = colours[int(labels[k - 1])]
-    # the line: pixels of an instance next to another instance (not those next to the black background only)
-    between = find_boundaries(ids, mode="inner") & (ids > 0) & ~find_boundaries(ids > 0, mode="inner")
-    out[between] = 255
+    # the line, 1 px: where two instances meet (4-neighbours), on the side of the larger one, so that a sliver of
+    # an instance keeps its class colour rather than turning into line
+    area = np.bincount(ids.ravel(), minlength=len(ms) + 1)
+    rank = area * (len(ms) + 1) + np.arange(len(ms) + 1)            # larger area first, then the later instance
+    line = np.zeros(ids.shape, dtype=bool)
+    for a, b, sa, sb in ((ids[1:], ids[:-1], np.s_[1:], np.s_[:-1]), (ids[:, 1:], ids[:, :-1], np.s_[:, 1:],
+                                                                       np.s_[:, :-1])):
+        meet = (a != b) & (a > 0) & (b > 0)
+        line[sa] |= meet & (rank[a] > rank[b])
+        line[sb] |= meet & (rank[b] > rank[a])
+    out[line] = 255
     return out

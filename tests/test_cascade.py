@@ -440,8 +440,14 @@ def test_instance_picture_colours_classes_and_separates_touching_items():
     assert pic.shape == (8, 12, 3) and pic.dtype == np.uint8
     assert (pic[0, 0] == 0).all()                                    # background black
     assert (pic[3, 3] == palette(11)[3]).all()                       # inside: the class colour
-    assert (pic[3, 5] == 255).all() and (pic[3, 6] == 255).all()    # the white line between the two items
-    assert (pic[2, 3] == palette(11)[3]).all() and (pic[3, 1] == palette(11)[3]).all()  # no line against background
+    # a 1-px white line between the two (equal areas: inside the later item), none against the background
+    assert (pic[3, 6] == 255).all() and (pic[3, 5] == palette(11)[3]).all()
+    assert (pic[2, 3] == palette(11)[3]).all() and (pic[3, 1] == palette(11)[3]).all()
+    sliver = torch.zeros(2, 8, 12, dtype=torch.bool)
+    sliver[0, 1:7, 1:6] = True
+    sliver[1, 1:7, 6] = True                         # a 1-px-wide instance beside a larger one keeps its colour
+    pic = instance_picture(sliver, [3, 5])
+    assert (pic[3, 6] == palette(11)[5]).all() and (pic[3, 5] == 255).all()
     with pytest.raises(ValueError, match="labels"):
         instance_picture(masks, [3])
 

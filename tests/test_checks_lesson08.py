@@ -131,6 +131,11 @@ def test_interpret_without_nms(capsys, small_cascade):
     assert "with region NMS" in out and "without" in out
     ok, out = outcome(capsys, lesson08.without_nms(lambda m: None, model, scenes) is not None)  # changes nothing
     assert not ok and "still" in out
+    for change, says in ((dict(score_threshold=0.001), "you also changed score_threshold"),   # more detections, NMS on
+                         (dict(mask_nms=0.9), "loosens region NMS")):
+        ok, out = outcome(capsys, lesson08.without_nms(
+            lambda m, c=change: setattr(m, "config", dataclasses.replace(m.config, **c)), model, scenes) is not None)
+        assert not ok and says in out, out
     assert lesson08.without_nms(stub, model, scenes) is None
     truth = measured["without"]["ap50"] < measured["with"]["ap50"]
     assert lesson08.nms_answer(lambda m: truth, measured)

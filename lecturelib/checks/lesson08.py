@@ -3,6 +3,7 @@ mask IoU and anchor decoding (implement), and region NMS switched off in a shipp
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import numpy as np
 import torch
@@ -128,6 +129,14 @@ def without_nms(student_change, model, scenes) -> dict | None:
     def test():
         changed = copy.deepcopy(model).eval()
         student_change(changed)
+        others = [f.name for f in dataclasses.fields(model.config) if f.name != "mask_nms"
+                  and getattr(changed.config, f.name) != getattr(model.config, f.name)]
+        if others:
+            raise CheckFailed(f"you also changed {', '.join(others)}: change only what region NMS reads, or the table "
+                              "measures something else.")
+        if changed.config.mask_nms != model.config.mask_nms and changed.config.mask_nms < 1:
+            raise CheckFailed(f"mask_nms={changed.config.mask_nms} still suppresses a mask whose IoU with a better one "
+                              "exceeds it: that loosens region NMS, it does not switch it off.")
         base, after = _measure(model, scenes), _measure(changed, scenes)
         print(f"{'':<18}{'detections/scene':>18}{'scored >= 0.5':>15}{'AP^r@0.5':>10}")
         for name, m in (("with region NMS", base), ("without", after)):
