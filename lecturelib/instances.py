@@ -198,7 +198,8 @@ def instance_picture(masks, labels, scores=None, num_classes: int | None = None)
 
     masks: bool[N, H, W] (or float, inside where > 0.5); labels: int[N] classes (1..K-1); scores: float[N] or None
     (then the given order): the best-scored instance is drawn on top. Two touching items of one class stay two
-    regions, told apart by the line between them. Raises ValueError when masks and labels differ in number.
+    regions, told apart by the line between them. Raises ValueError when masks, labels and scores differ in number
+    or a label is not a class number 1..num_classes - 1.
     """
     from .scenes import NUM_CLASSES
     from .viz import palette
@@ -212,11 +213,16 @@ def instance_picture(masks, labels, scores=None, num_classes: int | None = None)
     labels = torch.as_tensor(labels).reshape(-1)
     if len(labels) != len(ms):
         raise ValueError(f"instance_picture: {len(ms)} masks but {len(labels)} labels")
+    colours = palette(num_classes or NUM_CLASSES)
+    if labels.is_floating_point() or (len(labels) and (labels.min() < 1 or labels.max() >= len(colours))):
+        raise ValueError(f"instance_picture: labels must be whole class numbers 1..{len(colours) - 1} (0 is the "
+                         f"background), got {labels.tolist()}; pass num_classes for more classes")
+    if scores is not None and torch.as_tensor(scores).numel() != len(ms):
+        raise ValueError(f"instance_picture: {len(ms)} masks but {torch.as_tensor(scores).numel()} scores")
     order = range(len(ms)) if scores is None else torch.as_tensor(scores).reshape(-1).argsort().tolist()
     ids = np.zeros(ms.shape[1:], dtype=np.int64)                     # 0 = nothing, k + 1 = instance k on top
     for k in order:                                                  # worst first, so the best ends on top
         ids[ms[k].numpy()] = k + 1
-    colours = palette(num_classes or NUM_CLASSES)
     out = np.zeros((*ids.shape, 3), dtype=np.uint8)
     for k in np.unique(ids[ids > 0]):
         out[ids == k] = colours[int(labels[k - 1])]

@@ -450,6 +450,11 @@ def test_instance_picture_colours_classes_and_separates_touching_items():
     assert (pic[3, 6] == palette(11)[5]).all() and (pic[3, 5] == 255).all()
     with pytest.raises(ValueError, match="labels"):
         instance_picture(masks, [3])
+    for labels in ([0, 3], [3, 11], [1.7, 3]):                   # background, past the palette, not whole
+        with pytest.raises(ValueError, match="class numbers 1..10"):
+            instance_picture(masks, labels)
+    with pytest.raises(ValueError, match="2 masks but 1 scores"):
+        instance_picture(masks, [3, 3], [0.5])
 
 
 def test_lesson08_checkpoints_fit_in_four_mebibytes():

@@ -136,6 +136,15 @@ def test_interpret_without_nms(capsys, small_cascade):
         ok, out = outcome(capsys, lesson08.without_nms(
             lambda m, c=change: setattr(m, "config", dataclasses.replace(m.config, **c)), model, scenes) is not None)
         assert not ok and says in out, out
+    def duplicate_outputs(m):                            # more detections with NMS still on
+        forward = m.forward
+        m.forward = lambda images: [{k: torch.cat([v, v]) for k, v in p.items()} for p in forward(images)]
+    for change, says in ((duplicate_outputs, "differ from the shipped cascade's"),
+                         (lambda m: setattr(m, "config", dataclasses.replace(m.config, mask_nms="1.0")),
+                          "must be a number"),
+                         (lambda m: setattr(m, "config", dataclasses.asdict(m.config)), "keep it a CascadeConfig")):
+        ok, out = outcome(capsys, lesson08.without_nms(change, model, scenes) is not None)
+        assert not ok and says in out, out
     assert lesson08.without_nms(stub, model, scenes) is None
     truth = measured["without"]["ap50"] < measured["with"]["ap50"]
     assert lesson08.nms_answer(lambda m: truth, measured)

@@ -117,7 +117,9 @@ def _measure(model, scenes) -> dict:
             n_all.append(len(p["scores"]))
             n_conf.append(int((p["scores"] >= 0.5).sum()))
     ap = mask_ap(preds, [t for _, t in scenes], NUM_CLASSES, thresholds=(0.5,))["ap50"]
-    return {"detections": float(np.mean(n_all)), "confident": float(np.mean(n_conf)), "ap50": float(ap)}
+    scores = [p["scores"].sort(descending=True).values for p in preds]
+    return {"detections": float(np.mean(n_all)), "confident": float(np.mean(n_conf)), "ap50": float(ap),
+            "scores": scores}
 
 
 def without_nms(student_change, model, scenes) -> dict | None:
@@ -129,6 +131,12 @@ def without_nms(student_change, model, scenes) -> dict | None:
     def test():
         changed = copy.deepcopy(model).eval()
         student_change(changed)
+        if type(changed.config) is not type(model.config):
+            raise CheckFailed(f"model.config became a {type(changed.config).__name__}: keep it a "
+                              f"{type(model.config).__name__} (make the new one with dataclasses.replace).")
+        nms = changed.config.mask_nms
+        if isinstance(nms, bool) or not isinstance(nms, (int, float)) or nms != nms:
+            raise CheckFailed(f"mask_nms must be a number (a mask IoU threshold), got {nms!r}.")
         others = [f.name for f in dataclasses.fields(model.config) if f.name != "mask_nms"
                   and getattr(changed.config, f.name) != getattr(model.config, f.name)]
         if others:
@@ -144,7 +152,14 @@ def without_nms(student_change, model, scenes) -> dict | None:
         if after["detections"] <= base["detections"]:
             raise CheckFailed("the changed model returns no more detections than the shipped one: region NMS still "
                               "removes the overlapping masks.")
-        measured.update({"with": base, "without": after})
+        reference = copy.deepcopy(model).eval()                # region NMS off and nothing else changed
+        reference.config = dataclasses.replace(model.config, mask_nms=1.0)
+        expected = _measure(reference, scenes)["scores"]
+        if any(len(a) != len(b) or not torch.allclose(a, b, atol=1e-5) for a, b in zip(after["scores"], expected)):
+            raise CheckFailed("your model's detections differ from the shipped cascade's with only region NMS switched "
+                              "off: change nothing but the NMS threshold the cascade reads.")
+        measured.update({"with": {k: v for k, v in base.items() if k != "scores"},
+                         "without": {k: v for k, v in after.items() if k != "scores"}})
 
     ok = run_check(f"region NMS switched off ({len(scenes)} test scenes)", test,
                    "Hint: the cascade reads its region-NMS threshold from model.config (a frozen dataclass: make a "
